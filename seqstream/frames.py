@@ -316,6 +316,7 @@ def _decode_body(frame_type: int, body: memoryview) -> Frame | UnknownFrame:
         _need(body, 4, FrameType(frame_type).name)
         value = _U32.unpack_from(body, 0)[0]
         cls = {
+            FrameType.CLOSED: Closed,
             FrameType.PING: Ping,
             FrameType.PONG: Pong,
         }[FrameType(frame_type)]

@@ -779,10 +779,12 @@ class Session:
         or, for a stream stalled on credit, send a window probe (empty DATA)."""
         sender = stream.sender
         if sender.in_flight:
-            probes = {sender.in_flight[0].pn: sender.in_flight[0], sender.in_flight[-1].pn: sender.in_flight[-1]}
-            for seg in probes.values():
+            probes = [sender.in_flight[0]]
+            if len(sender.in_flight) > 1:
+                probes.append(sender.in_flight[-1])
+            for seg in probes:
                 sender.mark_lost(seg)
-            sender.in_flight = [s for s in sender.in_flight if s.pn not in probes]
+            sender.in_flight = sender.in_flight[1:-1] if len(probes) > 1 else sender.in_flight[1:]
         elif sender.has_unsent and self._credit_blocked(sender):
             self._control.append(f.Data(stream.stream_id, sender.next_offset, b""))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import pathlib
 
 import pytest
@@ -141,12 +142,18 @@ def test_header_compression_shared_across_many_frames() -> None:
     p = Pair()
     sizes = []
     for i in range(300):
-        p.client.open_stream([("streamtype", "data"), ("port", str(1000 + i)), ("requestid", str(i))])
+        p.client.open_stream(
+            [("streamtype", "data"), ("port", str(1000 + i)), ("requestid", str(i))]
+        )
         raw = p.client.data_to_send()
         sizes.append(len(raw))
         p.server.receive_data(raw)
         (ev,) = drain(p.server)
-        assert dict(ev.headers) == {"streamtype": "data", "port": str(1000 + i), "requestid": str(i)}
+        assert dict(ev.headers) == {
+            "streamtype": "data",
+            "port": str(1000 + i),
+            "requestid": str(i),
+        }
         p.server.reply(ev.stream_id, [("streamtype", "data"), ("port", str(1000 + i))], fin=True)
         (rep,) = p.to_client()
         assert dict(rep.headers)["port"] == str(1000 + i) and rep.fin
@@ -223,8 +230,9 @@ def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
     server = SpdyConnection(role=SERVER)
     events = []
     bounds = [0, *sorted(cuts), len(SESSION)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
-        server.receive_data(SESSION[lo:hi]) if hi > lo else None
+    for lo, hi in itertools.pairwise(bounds):
+        if hi > lo:
+            server.receive_data(SESSION[lo:hi])
         events += drain(server)
     server.receive_data(b"")
     events += drain(server)
