@@ -1,0 +1,219 @@
+"""One MQTT connection that stays up: connect, subscribe, reconnect with backoff.
+
+The link knows nothing about sessions. It hands every message to
+``on_message`` and reports connects and disconnects; ``publish`` never blocks
+and drops while the broker is away (seqstream retransmits; presence messages
+are re-sent on every connect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .config import BrokerConfig
+
+log = logging.getLogger("seqstream.mqtt")
+
+_UNSUPPORTED_PROTOCOL = {1, 132}  # CONNACK codes of 3.1.1 and MQTT 5 for "unsupported version"
+_TOPIC_OVERHEAD = 64  # fixed header, topic length, properties
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+    qos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    protocol: str  # "5" or "3.1.1"
+    max_packet: int | None  # broker's Maximum Packet Size (MQTT 5 only)
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt keeps CONNACK properties to itself; we need Maximum Packet Size."""
+
+    connack_properties: Properties | None = None
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None) -> None:
+        self.connack_properties = properties
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+
+class MqttLink:
+    def __init__(
+        self,
+        *,
+        config: BrokerConfig,
+        client_id: str,
+        subscriptions: list[str],
+        on_message: Callable[[Message], None],
+        on_connected: Callable[[ConnectionInfo], None] = lambda info: None,
+        on_disconnected: Callable[[], None] = lambda: None,
+        will: Message | None = None,
+        birth: Message | None = None,
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.subscriptions = subscriptions
+        self.on_message = on_message
+        self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
+        self.will = will
+        self.birth = birth
+        self.connected = asyncio.Event()
+        self.info: ConnectionInfo | None = None
+        self.last_error: str | None = None
+        self.stats = {"connects": 0, "connect_failures": 0, "published": 0, "dropped_offline": 0, "received": 0}
+        self._protocol = config.protocol
+        self._queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._client: _Client | None = None
+
+    # ------------------------------------------------------------------ public
+
+    def publish(self, topic: str, payload: bytes, *, qos: int | None = None, retain: bool = False) -> bool:
+        """Queue a message; False (and dropped) while disconnected."""
+        if not self.connected.is_set():
+            self.stats["dropped_offline"] += 1
+            return False
+        self._queue.put_nowait(Message(topic, payload, retain, self.config.qos if qos is None else qos))
+        return True
+
+    async def run(self) -> None:
+        """Connect and reconnect until cancelled."""
+        delay = self.config.reconnect_min
+        while True:
+            try:
+                await self._session()
+                delay = self.config.reconnect_min
+            except asyncio.CancelledError:
+                raise
+            except aiomqtt.MqttConnectError as exc:
+                self.stats["connect_failures"] += 1
+                if self._protocol == "auto" and exc.rc in _UNSUPPORTED_PROTOCOL:
+                    log.info("broker %s refuses MQTT 5; using MQTT 3.1.1", self.config.url)
+                    self._protocol = "3.1.1"
+                    continue
+                self._note_failure(f"broker refused the connection: {exc}")
+            except (aiomqtt.MqttError, OSError) as exc:
+                self.stats["connect_failures"] += 1
+                self._note_failure(f"connection to {self.config.url} lost: {exc}")
+            finally:
+                self._went_down()
+            # Full jitter (AWS architecture blog): spread reconnects of a fleet.
+            await asyncio.sleep(random.uniform(self.config.reconnect_min, delay))
+            delay = min(delay * 2, self.config.reconnect_max)
+
+    # ------------------------------------------------------------------ internals
+
+    def _note_failure(self, text: str) -> None:
+        if text != self.last_error:
+            log.warning("%s", text)
+        self.last_error = text
+
+    def _went_down(self) -> None:
+        if self.connected.is_set():
+            self.connected.clear()
+            self._queue = asyncio.Queue()  # what was queued is stale; seqstream repairs
+            self.on_disconnected()
+
+    def _make_client(self) -> _Client:
+        v5 = self._protocol in ("auto", "5")
+        cfg = self.config
+        will = None
+        if self.will is not None:
+            props = None
+            if v5:
+                props = Properties(PacketTypes.WILLMESSAGE)
+                props.WillDelayInterval = cfg.will_delay
+            will = aiomqtt.Will(self.will.topic, self.will.payload, 1, True, props)
+        persistent = cfg.qos > 0
+        connect_props = None
+        if v5:
+            connect_props = Properties(PacketTypes.CONNECT)
+            connect_props.SessionExpiryInterval = cfg.session_expiry if persistent else 0
+            connect_props.ReceiveMaximum = 1000
+        return _Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            will=will,
+            clean_session=None if v5 else not persistent,
+            clean_start=(not persistent) if v5 else 3,  # 3 = paho's MQTT_CLEAN_START_FIRST_ONLY
+            keepalive=cfg.keepalive,
+            timeout=cfg.connect_timeout,
+            tls_context=cfg.tls,
+            properties=connect_props,
+            max_queued_outgoing_messages=0,
+        )
+
+    async def _session(self) -> None:
+        client = self._make_client()
+        async with client:
+            self._client = client
+            qos = self.config.qos
+            for topic in self.subscriptions:
+                await client.subscribe(topic, qos=qos)
+            protocol = "5" if client._client.protocol == 5 else "3.1.1"  # noqa: SLF001
+            max_packet = None
+            props = client.connack_properties
+            if props is not None and hasattr(props, "MaximumPacketSize"):
+                max_packet = int(props.MaximumPacketSize) - _TOPIC_OVERHEAD
+            self.info = ConnectionInfo(protocol, max_packet)
+            if self.birth is not None:
+                await client.publish(self.birth.topic, self.birth.payload, qos=1, retain=True)
+            self.stats["connects"] += 1
+            self.last_error = None
+            log.info("connected to %s (MQTT %s) as %s", self.config.url, protocol, self.client_id)
+            self.connected.set()
+            self.on_connected(self.info)
+            sender = asyncio.create_task(self._send_loop(client), name=f"mqtt-send-{self.client_id}")
+            try:
+                async for message in client.messages:
+                    self.stats["received"] += 1
+                    self.on_message(
+                        Message(str(message.topic), bytes(message.payload or b""), message.retain, message.qos)
+                    )
+                    if sender.done():
+                        sender.result()  # surface the send loop's failure
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await sender
+                self._client = None
+
+    async def _send_loop(self, client: _Client) -> None:
+        queue = self._queue
+        message_expiry = None
+        if self.info and self.info.protocol == "5" and self.config.qos > 0:
+            message_expiry = Properties(PacketTypes.PUBLISH)
+            message_expiry.MessageExpiryInterval = 60  # stale stream packets are useless
+        while True:
+            message = await queue.get()
+            props = message_expiry if message.qos > 0 and not message.retain else None
+            await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain, properties=props)
+            self.stats["published"] += 1
+
+    async def close(self, final: Message | None = None) -> None:
+        """Publish ``final`` (e.g. an offline status) if connected, then disconnect."""
+        client = self._client
+        if client is not None and final is not None and self.connected.is_set():
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    client.publish(final.topic, final.payload, qos=1, retain=final.retain), timeout=2.0
+                )
