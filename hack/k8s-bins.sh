@@ -27,6 +27,9 @@
 #   GO                  go command (default: go on PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
+# The whole script is one { ... } block so bash parses it completely before
+# running: editing or updating this file during a long build cannot break it.
+{
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.8}"
 CACHE_ROOT="${EDGEFLEET_CACHE:-/var/cache/edgefleet}"
@@ -37,7 +40,7 @@ CHECK_ONLY=0
 case "${1:-}" in
   "") ;;
   --check) CHECK_ONLY=1 ;;
-  -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "k8s-bins: unknown argument: $1 (try --help)" >&2; exit 2 ;;
 esac
 
@@ -200,7 +203,7 @@ build_kubernetes() {
 
   local args=() m
   for m in $staging; do args+=("-replace=$m=$m@$STAGING_VERSION"); done
-  # Keep kubernetes' own GODEBUG defaults (e.g. "godebug default=go1.34").
+  # Keep kubernetes' own GODEBUG defaults (e.g. "godebug default=go1.24").
   local gd
   while read -r gd; do
     [[ -n "$gd" ]] && args+=("-godebug=$gd")
@@ -257,6 +260,7 @@ build_etcd() {
     etcd_ok "$ETCD_BUILD_DIR/etcd" "$ETCD_VERSION" \
       || die "built etcd does not report $ETCD_VERSION: $(version_of "$ETCD_BUILD_DIR/etcd")"
   fi
+  log "installing etcd $ETCD_VERSION from $ETCD_BUILD_DIR"
   cp -f "$ETCD_BUILD_DIR/etcd" "$BIN_DIR/etcd.tmp"
   mv -f "$BIN_DIR/etcd.tmp" "$BIN_DIR/etcd"
 }
@@ -266,3 +270,5 @@ if need_apiserver || need_scheduler; then build_kubernetes; fi
 
 log "build finished in $((SECONDS - START))s"
 print_result
+exit 0
+}

@@ -34,7 +34,6 @@ from ._headers import (
     HeaderDecompressor,
     HeaderEncodeError,
     Headers,
-    header_problem,
 )
 from ._state import (
     ConnectionInput,
@@ -250,13 +249,13 @@ class SpdyConnection:
         kind, flags = head.type, head.flags
         if kind == f.FrameType.SYN_STREAM:
             syn = f.parse_syn_stream(payload)
-            self._on_syn_stream(syn, flags, self._decompressor.decompress(syn.block))
+            self._on_syn_stream(syn, flags, *self._decompressor.decompress(syn.block))
         elif kind == f.FrameType.SYN_REPLY:
             sid, block = f.parse_stream_block(payload, "SYN_REPLY")
-            self._on_syn_reply(sid, flags, self._decompressor.decompress(block))
+            self._on_syn_reply(sid, flags, *self._decompressor.decompress(block))
         elif kind == f.FrameType.HEADERS:
             sid, block = f.parse_stream_block(payload, "HEADERS")
-            self._on_headers(sid, flags, self._decompressor.decompress(block))
+            self._on_headers(sid, flags, *self._decompressor.decompress(block))
         elif kind == f.FrameType.RST_STREAM:
             sid, status = f.parse_rst_stream(payload)
             if self._streams.pop(sid, None) is not None:
@@ -274,7 +273,9 @@ class SpdyConnection:
             f.parse_window_update(payload)  # size-checked, then ignored (no flow control)
         # any other type: ignored (2.2.1)
 
-    def _on_syn_stream(self, syn: f.SynStream, flags: int, headers: Headers) -> None:
+    def _on_syn_stream(
+        self, syn: f.SynStream, flags: int, headers: Headers, problem: str | None
+    ) -> None:
         sid = syn.stream_id
         if sid % 2 == self._parity:
             self._fail(f"SYN_STREAM {sid} uses the {self.role.value}'s stream ids")
@@ -288,7 +289,6 @@ class SpdyConnection:
         self._last_remote_id = sid
         if self._goaway_sent:
             return  # after our GOAWAY new streams are ignored (2.6.6)
-        problem = header_problem(headers)
         if problem:
             self._stream_error(sid, f.RstStatus.PROTOCOL_ERROR, problem)
             return
@@ -297,15 +297,13 @@ class SpdyConnection:
         # A unidirectional stream gets no SYN_REPLY and nothing from us (2.3.2).
         st = _Stream(StreamState.OPEN, local=False, replied=uni)
         self._streams[sid] = st
-        self._events.append(
-            StreamOpened(sid, headers, fin, uni, syn.associated_id, syn.priority)
-        )
+        self._events.append(StreamOpened(sid, headers, fin, uni, syn.associated_id, syn.priority))
         if uni:
             self._advance(sid, st, StreamInput.SEND_FIN)
         if fin:
             self._advance(sid, st, StreamInput.RECV_FIN)
 
-    def _on_syn_reply(self, sid: int, flags: int, headers: Headers) -> None:
+    def _on_syn_reply(self, sid: int, flags: int, headers: Headers, problem: str | None) -> None:
         st = self._known_stream(sid, "SYN_REPLY")
         if st is None:
             return
@@ -313,12 +311,12 @@ class SpdyConnection:
             self._stream_error(sid, f.RstStatus.STREAM_IN_USE, "unexpected SYN_REPLY")
             return
         st.replied = True
-        self._on_stream_headers(sid, st, flags, headers, ReplyReceived)
+        self._on_stream_headers(sid, st, flags, headers, problem, ReplyReceived)
 
-    def _on_headers(self, sid: int, flags: int, headers: Headers) -> None:
+    def _on_headers(self, sid: int, flags: int, headers: Headers, problem: str | None) -> None:
         st = self._known_stream(sid, "HEADERS")
         if st is not None:
-            self._on_stream_headers(sid, st, flags, headers, HeadersReceived)
+            self._on_stream_headers(sid, st, flags, headers, problem, HeadersReceived)
 
     def _on_stream_headers(
         self,
@@ -326,9 +324,9 @@ class SpdyConnection:
         st: _Stream,
         flags: int,
         headers: Headers,
+        problem: str | None,
         event: type[ReplyReceived] | type[HeadersReceived],
     ) -> None:
-        problem = header_problem(headers)
         if problem:
             self._stream_error(sid, f.RstStatus.PROTOCOL_ERROR, problem)
             return
@@ -426,7 +424,9 @@ class SpdyConnection:
             self._advance(sid, st, StreamInput.RECV_FIN)
         return sid
 
-    def reply(self, stream_id: int, headers: list[tuple[str, str]] | Headers, *, fin: bool = False) -> None:
+    def reply(
+        self, stream_id: int, headers: list[tuple[str, str]] | Headers, *, fin: bool = False
+    ) -> None:
         """Queue SYN_REPLY for a stream the peer opened."""
         st = self._sendable(stream_id, needs_reply=False)
         if st.local or st.replied:

@@ -23,23 +23,28 @@ import zlib
 _U32 = struct.Struct(">I")
 
 
+_WORDS = """
+    options head post put delete trace accept accept-charset accept-encoding
+    accept-language accept-ranges age allow authorization cache-control connection
+    content-base content-encoding content-language content-length content-location
+    content-md5 content-range content-type date etag expect expires from host
+    if-match if-modified-since if-none-match if-range if-unmodified-since
+    last-modified location max-forwards pragma proxy-authenticate
+    proxy-authorization range referer retry-after server te trailer
+    transfer-encoding upgrade user-agent vary via warning www-authenticate method
+    get status version HTTP/1.1 url public set-cookie keep-alive origin
+"""
+
+
 def _build_dictionary() -> bytes:
     """The SPDY/3 dictionary (2.6.10.1): length-prefixed words, then a tail.
 
     Written as data instead of a hex dump so it can be reviewed; the unit tests
     pin its length and SHA-256 to the bytes the Go framer (moby/spdystream) uses.
     """
-    words = (
-        "options head post put delete trace accept accept-charset accept-encoding"
-        " accept-language accept-ranges age allow authorization cache-control"
-        " connection content-base content-encoding content-language content-length"
-        " content-location content-md5 content-range content-type date etag expect"
-        " expires from host if-match if-modified-since if-none-match if-range"
-        " if-unmodified-since last-modified location max-forwards pragma"
-        " proxy-authenticate proxy-authorization range referer retry-after server te"
-        " trailer transfer-encoding upgrade user-agent vary via warning"
-        " www-authenticate method get status"
-    ).split() + ["200 OK"] + "version HTTP/1.1 url public set-cookie keep-alive origin".split()
+    # "200 OK" is the one word with a space, so it is spliced in after the split.
+    words = _WORDS.split()
+    words.insert(words.index("status") + 1, "200 OK")
     tail = (
         "100101201202205206300302303304305306307402405406407408409410411412413414"
         "415416417502504505"
@@ -101,11 +106,12 @@ def encode_block(headers: list[tuple[str, str]] | Headers) -> bytes:
     return b"".join(parts)
 
 
-def decode_block(raw: bytes) -> Headers:
-    """Parse an uncompressed block; structural faults raise HeaderBlockError.
+def decode_block(raw: bytes) -> tuple[Headers, str | None]:
+    """Parse an uncompressed block into (headers, problem).
 
-    Semantic faults (case, duplicates) are left to :func:`header_problem`, since
-    those are only stream errors: the compression context is still in sync.
+    Structural faults raise HeaderBlockError. Naming faults (empty, upper-case
+    or repeated names) come back as ``problem``: they are only stream errors,
+    since the compression context is still in sync.
     """
     view = memoryview(raw)
     if len(view) < 4:
@@ -113,7 +119,8 @@ def decode_block(raw: bytes) -> Headers:
     count = _U32.unpack_from(view)[0]
     if count > (len(view) - 4) // 8:  # each pair needs at least two lengths
         raise HeaderBlockError(f"header block announces {count} pairs in {len(view)} bytes")
-    pos, out = 4, []
+    pos, out, problem = 4, [], None
+    seen: set[str] = set()
     for _ in range(count):
         fields = []
         for _part in ("name", "value"):
@@ -126,27 +133,22 @@ def decode_block(raw: bytes) -> Headers:
             fields.append(bytes(view[pos : pos + size]).decode("latin-1"))
             pos += size
         name, value = fields
+        problem = problem or _name_problem(name, seen)
+        seen.add(name)
         out += [(name, v) for v in value.split("\x00")]
     if pos != len(view):
         raise HeaderBlockError(f"{len(view) - pos} stray bytes after header block")
-    return tuple(out)
+    return tuple(out), problem
 
 
-def header_problem(headers: Headers) -> str | None:
-    """Why a decoded block breaks the naming rules (2.6.10), or None."""
-    seen: set[str] = set()
-    previous = None
-    for name, _value in headers:
-        if name == previous:  # split multi-value entries repeat the name
-            continue
-        if not name:
-            return "empty header name"
-        if name != name.lower():
-            return f"header name {name!r} is not lower-case"
-        if name in seen:
-            return f"header {name!r} appears twice"
-        seen.add(name)
-        previous = name
+def _name_problem(name: str, seen: set[str]) -> str | None:
+    """Why a header name breaks the rules of 2.6.10, or None."""
+    if not name:
+        return "empty header name"
+    if name != name.lower():
+        return f"header name {name!r} is not lower-case"
+    if name in seen:
+        return f"header {name!r} appears twice"
     return None
 
 
@@ -170,7 +172,7 @@ class HeaderDecompressor:
         self._z = zlib.decompressobj(zdict=DICTIONARY)
         self._max = max_block_size
 
-    def decompress(self, block: bytes) -> Headers:
+    def decompress(self, block: bytes) -> tuple[Headers, str | None]:
         try:
             raw = self._z.decompress(block, self._max + 1)
         except zlib.error as exc:

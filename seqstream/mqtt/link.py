@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -40,6 +41,12 @@ class Message:
 class ConnectionInfo:
     protocol: str  # "5" or "3.1.1"
     max_packet: int | None  # broker's Maximum Packet Size (MQTT 5 only)
+
+
+def _reason_value(rc: Any) -> int | None:
+    """aiomqtt passes paho ReasonCode objects or plain ints."""
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else None
 
 
 class _Client(aiomqtt.Client):
@@ -76,10 +83,11 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.info: ConnectionInfo | None = None
         self.last_error: str | None = None
-        self.stats = {"connects": 0, "connect_failures": 0, "published": 0, "dropped_offline": 0, "received": 0}
+        self.stats = {"connects": 0, "connect_failures": 0, "published": 0, "dropped_offline": 0, "received": 0, "internal_errors": 0}
         self._protocol = config.protocol
         self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._client: _Client | None = None
+        self.connected_once = False
 
     # ------------------------------------------------------------------ public
 
@@ -100,16 +108,15 @@ class MqttLink:
                 delay = self.config.reconnect_min
             except asyncio.CancelledError:
                 raise
-            except aiomqtt.MqttConnectError as exc:
+            except MqttConnectError as exc:
                 self.stats["connect_failures"] += 1
-                if self._protocol == "auto" and exc.rc in _UNSUPPORTED_PROTOCOL:
-                    log.info("broker %s refuses MQTT 5; using MQTT 3.1.1", self.config.url)
-                    self._protocol = "3.1.1"
-                    continue
-                self._note_failure(f"broker refused the connection: {exc}")
+                self._note_failure(f"broker {self.config.url} refused the connection: {exc}")
             except (aiomqtt.MqttError, OSError) as exc:
                 self.stats["connect_failures"] += 1
                 self._note_failure(f"connection to {self.config.url} lost: {exc}")
+            except Exception:
+                self.stats["internal_errors"] += 1
+                log.exception("MQTT link to %s failed unexpectedly; reconnecting", self.config.url)
             finally:
                 self._went_down()
             # Full jitter (AWS architecture blog): spread reconnects of a fleet.
@@ -130,7 +137,7 @@ class MqttLink:
             self.on_disconnected()
 
     def _make_client(self) -> _Client:
-        v5 = self._protocol in ("auto", "5")
+        v5 = self._protocol == "5"
         cfg = self.config
         will = None
         if self.will is not None:
@@ -141,10 +148,9 @@ class MqttLink:
             will = aiomqtt.Will(self.will.topic, self.will.payload, 1, True, props)
         persistent = cfg.qos > 0
         connect_props = None
-        if v5:
+        if v5 and persistent:
             connect_props = Properties(PacketTypes.CONNECT)
-            connect_props.SessionExpiryInterval = cfg.session_expiry if persistent else 0
-            connect_props.ReceiveMaximum = 1000
+            connect_props.SessionExpiryInterval = cfg.session_expiry
         return _Client(
             cfg.host,
             cfg.port,
@@ -162,7 +168,27 @@ class MqttLink:
             max_queued_outgoing_messages=0,
         )
 
+    async def _probe_protocol(self) -> None:
+        """Settle ``auto``: a bare MQTT 5 CONNECT, since some 3.1.1-only brokers
+        (amqtt) hang up without a CONNACK on an MQTT 5 CONNECT that has a will."""
+        cfg = self.config
+        probe = aiomqtt.Client(
+            cfg.host, cfg.port, username=cfg.username, password=cfg.password, tls_context=cfg.tls,
+            protocol=aiomqtt.ProtocolVersion.V5, timeout=cfg.connect_timeout,
+            identifier=f"{self.client_id}-probe",
+        )
+        try:
+            async with probe:
+                self._protocol = "5"
+        except MqttConnectError as exc:
+            if _reason_value(exc.rc) not in _UNSUPPORTED_PROTOCOL:
+                raise
+            self._protocol = "3.1.1"
+        log.info("broker %s speaks MQTT %s", cfg.url, self._protocol)
+
     async def _session(self) -> None:
+        if self._protocol == "auto":
+            await self._probe_protocol()
         client = self._make_client()
         async with client:
             self._client = client
@@ -178,6 +204,7 @@ class MqttLink:
             if self.birth is not None:
                 await client.publish(self.birth.topic, self.birth.payload, qos=1, retain=True)
             self.stats["connects"] += 1
+            self.connected_once = True
             self.last_error = None
             log.info("connected to %s (MQTT %s) as %s", self.config.url, protocol, self.client_id)
             self.connected.set()
