@@ -115,6 +115,11 @@ class Session:
         self._ack_immediate = False
         self._ack_deadline: float | None = None
         self._eliciting_since_ack = 0
+        self._unacked_bytes = 0
+        # Each MQTT message costs about the same whatever its size, so acks are
+        # sparse: at a quarter window of data, on gaps, duplicates and FINs,
+        # or after max_ack_delay.
+        self._ack_bytes = self.config.stream_window // 8
         # timestamps echoed for RTT samples
         self._echo_ts = 0
         self._echo_received_at: float | None = None
@@ -196,16 +201,19 @@ class Session:
             return
         self._reset_local(stream, code, reason)
 
-    def stream_consumed(self, stream_id: int, amount: int) -> None:
+    def stream_consumed(self, stream_id: int, amount: int, *, now: float) -> None:
         """The application read ``amount`` bytes: give the peer that much new credit."""
         if amount <= 0:
             return
         stream = self._streams.get(stream_id)
         if stream is not None:
-            before = stream.receiver.consumed
-            if stream.receiver.consume(amount):
-                self._want_ack(stream, immediate=True)
-            self._release_session_credit(stream.receiver.consumed - before)
+            receiver = stream.receiver
+            before = receiver.consumed
+            if receiver.consume(amount):
+                # Urgent only when the peer is about to run out of credit.
+                urgent = receiver.advertised - receiver.highest < receiver.window // 4
+                self._want_ack(stream, immediate=urgent, now=now)
+            self._release_session_credit(receiver.consumed - before)
         elif stream_id in self._draining:
             left = self._draining[stream_id]
             used = min(amount, left)
@@ -389,7 +397,14 @@ class Session:
         if data or fin:
             self._events.append(StreamDataReceived(frame.stream_id, data, fin))
         self._eliciting_since_ack += 1
-        immediate = (not new) or fin or bool(receiver.received) or self._eliciting_since_ack >= 2
+        self._unacked_bytes += len(frame.data)
+        immediate = (
+            (not new)
+            or fin
+            or bool(receiver.received)
+            or self._unacked_bytes >= self._ack_bytes
+            or self._eliciting_since_ack >= 16
+        )
         self._want_ack(stream, immediate=immediate, now=now)
         if fin:
             self._maybe_finished(stream)
@@ -544,6 +559,7 @@ class Session:
             self._ack_immediate = False
             self._ack_deadline = None
             self._eliciting_since_ack = 0
+            self._unacked_bytes = 0
         self._max_data_sent = self._max_data
         packets = builder.finish()
         self._pn = builder.pn

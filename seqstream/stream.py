@@ -227,7 +227,7 @@ class StreamReceiver:
         """Record bytes the app read; True if the new credit is worth announcing."""
         self.consumed = min(self.consumed + amount, self.delivered)
         self.max_stream_data = self.consumed + self.window
-        return self.final_size is None and self.max_stream_data - self.advertised >= self.window // 2
+        return self.final_size is None and self.max_stream_data - self.advertised >= self.window // 4
 
     @property
     def gap_ranges(self) -> tuple[tuple[int, int], ...]:

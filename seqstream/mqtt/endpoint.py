@@ -88,6 +88,7 @@ class Endpoint:
             on_message=self._on_message,
             on_connected=self._on_connected,
             on_disconnected=self._on_disconnected,
+            on_batch_end=self._flush_now,
             will=Message(status, presence(False, self.epoch), retain=True),
             birth=Message(status, presence(True, self.epoch), retain=True),
         )
@@ -175,6 +176,11 @@ class Endpoint:
         if not self._flush_scheduled and self._loop is not None:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+
+    def _flush_now(self) -> None:
+        """End of a burst of incoming messages: answer now rather than a loop turn later."""
+        if self._dirty:
+            self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False

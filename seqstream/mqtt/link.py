@@ -69,6 +69,7 @@ class MqttLink:
         on_message: Callable[[Message], None],
         on_connected: Callable[[ConnectionInfo], None] = lambda info: None,
         on_disconnected: Callable[[], None] = lambda: None,
+        on_batch_end: Callable[[], None] = lambda: None,
         will: Message | None = None,
         birth: Message | None = None,
     ) -> None:
@@ -78,25 +79,44 @@ class MqttLink:
         self.on_message = on_message
         self.on_connected = on_connected
         self.on_disconnected = on_disconnected
+        self.on_batch_end = on_batch_end
         self.will = will
         self.birth = birth
         self.connected = asyncio.Event()
         self.info: ConnectionInfo | None = None
         self.last_error: str | None = None
-        self.stats = {"connects": 0, "connect_failures": 0, "published": 0, "dropped_offline": 0, "received": 0, "internal_errors": 0}
+        self.stats = {"connects": 0, "connect_failures": 0, "published": 0, "dropped_offline": 0, "received": 0, "internal_errors": 0, "dropped_by_filter": 0,
+            "publish_errors": 0}
         self._protocol = config.protocol
-        self._queue: asyncio.Queue[Message] = asyncio.Queue()
         self._client: _Client | None = None
+        self._message_expiry: Properties | None = None
         self.connected_once = False
+        self.outbound_filter: Callable[[Message], bool] | None = None
+        """Fault injection for tests and benchmarks: return False to drop a message."""
 
     # ------------------------------------------------------------------ public
 
     def publish(self, topic: str, payload: bytes, *, qos: int | None = None, retain: bool = False) -> bool:
-        """Queue a message; False (and dropped) while disconnected."""
-        if not self.connected.is_set():
+        """Hand a message to the MQTT client without waiting; False if it was dropped.
+
+        Goes straight to paho's non-blocking publish (what aiomqtt's ``publish``
+        wraps) because awaiting a confirmation per packet would cost an event
+        loop round per packet; seqstream does its own acknowledgement.
+        """
+        client = self._client
+        if client is None or not self.connected.is_set():
             self.stats["dropped_offline"] += 1
             return False
-        self._queue.put_nowait(Message(topic, payload, retain, self.config.qos if qos is None else qos))
+        qos = self.config.qos if qos is None else qos
+        if self.outbound_filter is not None and not self.outbound_filter(Message(topic, payload, retain, qos)):
+            self.stats["dropped_by_filter"] += 1
+            return True
+        props = self._message_expiry if qos > 0 and not retain else None
+        info = client._client.publish(topic, payload, qos, retain, props)  # noqa: SLF001
+        if info.rc != 0:
+            self.stats["publish_errors"] += 1
+            return False
+        self.stats["published"] += 1
         return True
 
     async def run(self) -> None:
@@ -133,7 +153,6 @@ class MqttLink:
     def _went_down(self) -> None:
         if self.connected.is_set():
             self.connected.clear()
-            self._queue = asyncio.Queue()  # what was queued is stale; seqstream repairs
             self.on_disconnected()
 
     def _make_client(self) -> _Client:
@@ -207,34 +226,22 @@ class MqttLink:
             self.connected_once = True
             self.last_error = None
             log.info("connected to %s (MQTT %s) as %s", self.config.url, protocol, self.client_id)
+            if protocol == "5" and self.config.qos > 0:
+                self._message_expiry = Properties(PacketTypes.PUBLISH)
+                self._message_expiry.MessageExpiryInterval = 60  # stale stream packets are useless
             self.connected.set()
             self.on_connected(self.info)
-            sender = asyncio.create_task(self._send_loop(client), name=f"mqtt-send-{self.client_id}")
             try:
-                async for message in client.messages:
+                messages = client.messages
+                async for message in messages:
                     self.stats["received"] += 1
                     self.on_message(
                         Message(str(message.topic), bytes(message.payload or b""), message.retain, message.qos)
                     )
-                    if sender.done():
-                        sender.result()  # surface the send loop's failure
+                    if len(messages) == 0:
+                        self.on_batch_end()
             finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await sender
                 self._client = None
-
-    async def _send_loop(self, client: _Client) -> None:
-        queue = self._queue
-        message_expiry = None
-        if self.info and self.info.protocol == "5" and self.config.qos > 0:
-            message_expiry = Properties(PacketTypes.PUBLISH)
-            message_expiry.MessageExpiryInterval = 60  # stale stream packets are useless
-        while True:
-            message = await queue.get()
-            props = message_expiry if message.qos > 0 and not message.retain else None
-            await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain, properties=props)
-            self.stats["published"] += 1
 
     async def close(self, final: Message | None = None) -> None:
         """Publish ``final`` (e.g. an offline status) if connected, then disconnect."""

@@ -36,6 +36,7 @@ class PeerSession:
         self.established = asyncio.Event()
         self.high_water = core.config.stream_window
         self._streams: dict[int, Stream] = {}
+        self._blocked_writers: set[Stream] = set()  # streams waiting in drain()
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -88,11 +89,15 @@ class PeerSession:
         self.kick()
 
     def consumed(self, stream_id: int, amount: int) -> None:
-        self.core.stream_consumed(stream_id, amount)
+        self.core.stream_consumed(stream_id, amount, now=self._loop.time())
         self.kick()
 
     def backlog(self, stream_id: int) -> int:
         return self.core.send_buffered(stream_id)
+
+    def wait_writable(self, stream: Stream) -> None:
+        """Wake ``stream`` after the next flush (acks may have shrunk its backlog)."""
+        self._blocked_writers.add(stream)
 
     # ------------------------------------------------------------------ used by the endpoint
 
@@ -125,8 +130,10 @@ class PeerSession:
         for packet in self.core.packets_to_send(now):
             link.publish(self.topic, packet)
         self._dispatch_events()
-        for stream in self._streams.values():
-            stream._on_progress()
+        if self._blocked_writers:
+            blocked, self._blocked_writers = self._blocked_writers, set()
+            for stream in blocked:
+                stream._on_progress()
         self._arm_timer()
 
     def close(self) -> None:
@@ -163,7 +170,7 @@ class PeerSession:
                 if stream is not None:
                     stream._on_data(event.data, event.end_stream)
                 else:  # the app already dropped the stream: release the credit
-                    self.core.stream_consumed(event.stream_id, len(event.data))
+                    self.core.stream_consumed(event.stream_id, len(event.data), now=self._loop.time())
             elif isinstance(event, ev.StreamOpened):
                 stream = Stream(self, event.stream_id, event.metadata, local=False)
                 self._streams[event.stream_id] = stream

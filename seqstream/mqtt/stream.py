@@ -106,6 +106,7 @@ class Stream:
             if self._peer.backlog(self.stream_id) <= self._peer.high_water:
                 return
             self._writable.clear()
+            self._peer.wait_writable(self)
             await self._writable.wait()
 
     def write_eof(self) -> None:
@@ -120,6 +121,7 @@ class Stream:
             if self._error is not None:
                 raise self._error
             self._writable.clear()
+            self._peer.wait_writable(self)
             await self._writable.wait()
 
     def close(self) -> None:

@@ -101,7 +101,7 @@ def test_garbage_from_the_peer_never_corrupts_a_live_stream(garbage, seed):
             resets.append(event)
         if isinstance(event, StreamDataReceived) and event.stream_id == sid:
             got.extend(event.data)
-            pair.cloud.stream_consumed(sid, len(event.data))
+            pair.cloud.stream_consumed(sid, len(event.data), now=pair.now)
             if event.end_stream:
                 pair.cloud.send_stream_data(sid, b"", end_stream=True, now=pair.now)
 

@@ -12,7 +12,7 @@ def echo_handler(pair, side):
         if isinstance(event, StreamDataReceived):
             buf = received.setdefault(event.stream_id, bytearray())
             buf.extend(event.data)
-            session.stream_consumed(event.stream_id, len(event.data))
+            session.stream_consumed(event.stream_id, len(event.data), now=pair.now)
             if event.end_stream:
                 session.send_stream_data(event.stream_id, bytes(buf), end_stream=True, now=pair.now)
 
@@ -23,7 +23,7 @@ def collector(pair, side, sink):
     def handle(name, event):
         if isinstance(event, StreamDataReceived):
             sink.setdefault(event.stream_id, bytearray()).extend(event.data)
-            pair.sessions[side].stream_consumed(event.stream_id, len(event.data))
+            pair.sessions[side].stream_consumed(event.stream_id, len(event.data), now=pair.now)
 
     return handle
 

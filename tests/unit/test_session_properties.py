@@ -47,7 +47,7 @@ class Reader:
             assert event.stream_id not in self.opened, "stream opened twice"
             self.opened[event.stream_id] = event.metadata
 
-    def read(self, session) -> None:
+    def read(self, session, now: float) -> None:
         budget = self.rate
         for sid, buf in self.buffered.items():
             if budget <= 0:
@@ -56,7 +56,7 @@ class Reader:
             if take:
                 self.delivered.setdefault(sid, bytearray()).extend(buf[:take])
                 del buf[:take]
-                session.stream_consumed(sid, take)
+                session.stream_consumed(sid, take, now=now)
                 budget -= take
 
 
@@ -124,7 +124,7 @@ def test_streams_deliver_exactly_once_in_order(seed, loss, duplicate, reorder, o
     while not done() and pair.now < deadline:
         pair.step(max_step=0.05)
         for name, session in pair.sessions.items():
-            readers[name].read(session)
+            readers[name].read(session, pair.now)
             for sid in list(readers[name].fins):
                 if sid in payloads and payloads[sid][0] != name and sid not in answered:
                     answered.add(sid)
