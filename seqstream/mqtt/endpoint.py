@@ -67,6 +67,7 @@ class Endpoint:
         self._presence: dict[str, bool] = {}
         self._offline_timers: dict[str, asyncio.TimerHandle] = {}
         self._dirty: dict[str, PeerSession] = {}
+        self._routes: dict[str, PeerSession] = {}  # topic -> session, for the hot path
         self._flush_scheduled = False
         self._incoming: asyncio.Queue[Stream] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -168,6 +169,8 @@ class Endpoint:
     def forget(self, peer: PeerSession) -> None:
         if self._peers.get(peer.name) is peer:
             del self._peers[peer.name]
+        for topic in [t for t, p in self._routes.items() if p is peer]:
+            del self._routes[topic]
 
     # ------------------------------------------------------------------ flushing
 
@@ -198,6 +201,10 @@ class Endpoint:
     # ------------------------------------------------------------------ MQTT callbacks
 
     def _on_message(self, message: Message) -> None:
+        route = self._routes.get(message.topic)
+        if route is not None:
+            route.receive(message.payload)
+            return
         parsed = self.layout.parse(message.topic)
         if parsed is None:
             self.stats["foreign_topics"] += 1
@@ -208,6 +215,7 @@ class Endpoint:
             return
         if self.role is Role.DEVICE:
             if scope == "dev" and name == self.name and kind == "down":
+                self._routes[message.topic] = self.session()
                 self.session().receive(message.payload)
                 return
         elif scope == "dev" and kind == "up":
@@ -222,6 +230,7 @@ class Endpoint:
                     self.stats["refused_peers"] += 1
                     return
                 peer = self.session(name)
+            self._routes[message.topic] = peer
             peer.receive(message.payload)
             return
         self.stats["foreign_topics"] += 1

@@ -40,6 +40,7 @@ class PeerSession:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._timer_fired = False
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._rejected_logged = 0
         core.connect(self._loop.time())
@@ -122,8 +123,8 @@ class PeerSession:
 
     def flush(self) -> None:
         now = self._loop.time()
-        timer = self.core.get_timer()
-        if timer is not None and timer <= now:
+        if self._timer_fired:
+            self._timer_fired = False
             self.core.handle_timer(now)
         self._dispatch_events()
         link = self.endpoint.link
@@ -161,6 +162,7 @@ class PeerSession:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        self._timer_fired = True
         self.kick()
 
     def _dispatch_events(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,8 @@ class Stream:
         self.stream_id = stream_id
         self.metadata = metadata
         self.local = local
-        self._buffer = bytearray()
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
         self._eof = False
         self._eof_sent = False
         self._error: StreamResetError | None = None
@@ -43,7 +45,7 @@ class Stream:
 
     @property
     def at_eof(self) -> bool:
-        return self._eof and not self._buffer
+        return self._eof and not self._chunks
 
     @property
     def finished(self) -> bool:
@@ -53,17 +55,32 @@ class Stream:
 
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all buffered if ``n < 0``); ``b""`` at end of stream."""
-        while not self._buffer:
+        while not self._chunks:
             if self._error is not None:
                 raise self._error
             if self._eof:
                 return b""
             self._readable.clear()
             await self._readable.wait()
-        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        self._peer.consumed(self.stream_id, size)
+        chunks = self._chunks
+        if n < 0 or n >= self._buffered:
+            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            parts = []
+            need = n
+            while need:
+                head = chunks[0]
+                if len(head) <= need:
+                    parts.append(chunks.popleft())
+                    need -= len(head)
+                else:
+                    parts.append(head[:need])
+                    chunks[0] = head[need:]
+                    need = 0
+            data = b"".join(parts)
+        self._buffered -= len(data)
+        self._peer.consumed(self.stream_id, len(data))
         return data
 
     async def readexactly(self, n: int) -> bytes:
@@ -82,9 +99,9 @@ class Stream:
         return bytes(parts)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
+        return self._iterate()
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _iterate(self) -> AsyncIterator[bytes]:
         while chunk := await self.read():
             yield chunk
 
@@ -96,7 +113,7 @@ class Stream:
         if self._eof_sent:
             raise LocalProtocolError(f"stream {self.stream_id}: write after write_eof")
         if data:
-            self._peer.send(self.stream_id, bytes(data), end_stream=False)
+            self._peer.send(self.stream_id, data if isinstance(data, bytes) else bytes(data), end_stream=False)
 
     async def drain(self) -> None:
         """Wait until the unacknowledged backlog is below the high-water mark."""
@@ -155,7 +172,8 @@ class Stream:
 
     def _on_data(self, data: bytes, end_stream: bool) -> None:
         if data:
-            self._buffer += data
+            self._chunks.append(data)
+            self._buffered += len(data)
         if end_stream:
             self._eof = True
         self._readable.set()
@@ -163,8 +181,9 @@ class Stream:
     def _on_reset(self, code: int, reason: str, remote: bool) -> None:
         if self._error is None:
             self._error = StreamResetError(code, reason, remote=remote)
-        # Unread bytes of an aborted stream are gone; give their credit back.
-        self._buffer.clear()
+        # Unread bytes of an aborted stream are gone (the core already freed their credit).
+        self._chunks.clear()
+        self._buffered = 0
         self._wake_all()
 
     def _on_finished(self) -> None:

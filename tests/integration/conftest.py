@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from seqstream import SessionConfig
+from seqstream import SessionConfig, StreamResetError
 from seqstream.mqtt import BrokerConfig, Endpoint, cloud_endpoint, device_endpoint
 from tests.support.brokers import Broker
 
@@ -36,7 +36,7 @@ async def serve(endpoint: Endpoint) -> None:
 
     async def handle(stream) -> None:
         kind = stream.metadata.get("kind")
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(StreamResetError):
             if kind == "echo":
                 async for chunk in stream:
                     stream.write(chunk)

@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "broker-config"
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it if the test process dies."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -79,6 +86,7 @@ class Broker:
         self.proc = subprocess.Popen(
             self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         try:
