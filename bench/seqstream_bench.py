@@ -28,10 +28,10 @@ import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seqstream import SessionConfig  # noqa: E402
-from seqstream.mqtt import BrokerConfig, Endpoint, cloud_endpoint, device_endpoint  # noqa: E402
-from seqstream.mqtt.link import Message  # noqa: E402
-from tests.support.brokers import Broker  # noqa: E402
+from seqstream import SessionConfig
+from seqstream.mqtt import BrokerConfig, Endpoint, cloud_endpoint, device_endpoint
+from seqstream.mqtt.link import Message
+from tests.support.brokers import Broker
 
 GOALS = {"throughput_ratio": (">=", 0.8), "rtt_ratio": ("<=", 1.5), "lossy_goodput_ratio": (">=", 0.5)}
 

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(handler(args))
     except KeyboardInterrupt:
         return 130
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         print("seqstream-cat: timed out", file=sys.stderr)
         return 124
     except (SeqstreamError, ValueError) as exc:

@@ -15,7 +15,7 @@ class PacketBuilder:
     can name the packet that carries them.
     """
 
-    __slots__ = ("_header", "_limit", "_parts", "_size", "_eliciting", "_only_acks", "pn", "packets", "eliciting_sent")
+    __slots__ = ("_eliciting", "_header", "_limit", "_only_acks", "_parts", "_size", "eliciting_sent", "packets", "pn")
 
     def __init__(self, *, max_packet: int, first_pn: int, header: Callable[[], bytes]) -> None:
         self._header = header

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 
 class RangeSet:
-    __slots__ = ("_starts", "_ends")
+    __slots__ = ("_ends", "_starts")
 
     def __init__(self, ranges: list[tuple[int, int]] | None = None) -> None:
         self._starts: list[int] = []

@@ -17,7 +17,7 @@ K_GRANULARITY = 0.001  # RFC 9002 s6.1.2
 
 
 class RttEstimator:
-    __slots__ = ("latest", "min_rtt", "smoothed", "variance", "has_sample", "_min_rto", "_max_rto")
+    __slots__ = ("_max_rto", "_min_rto", "has_sample", "latest", "min_rtt", "smoothed", "variance")
 
     def __init__(self, *, initial_rtt: float, min_rto: float, max_rto: float) -> None:
         self.latest = initial_rtt

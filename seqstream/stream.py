@@ -38,19 +38,19 @@ class FlowError(Exception):
 
 class StreamSender:
     __slots__ = (
-        "buffer",
-        "base",
-        "write_offset",
-        "next_offset",
-        "max_stream_data",
         "acked",
-        "lost",
-        "in_flight",
-        "fin_queued",
-        "fin_sent",
+        "base",
+        "buffer",
         "fin_acked",
         "fin_lost",
+        "fin_queued",
+        "fin_sent",
+        "in_flight",
+        "lost",
+        "max_stream_data",
+        "next_offset",
         "queued_at",
+        "write_offset",
     )
 
     def __init__(self, max_stream_data: int) -> None:
@@ -154,16 +154,16 @@ class StreamSender:
 
 class StreamReceiver:
     __slots__ = (
-        "window",
-        "delivered",
-        "consumed",
-        "max_stream_data",
         "advertised",
-        "highest",
-        "final_size",
+        "consumed",
+        "delivered",
         "fin_delivered",
-        "received",
+        "final_size",
+        "highest",
+        "max_stream_data",
         "pending",
+        "received",
+        "window",
     )
 
     def __init__(self, window: int) -> None:

@@ -9,7 +9,6 @@ device.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -113,11 +112,14 @@ class Endpoint:
             handle.cancel()
         await asyncio.sleep(0)  # let the send loop take the CLOSE packets
         await self.link.close(Message(self._status_topic, presence(False, self.epoch), retain=True))
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        for _ in range(3):  # bounded: a cancel can be lost in a race (see MqttLink.close)
+            if task is None or task.done():
+                break
+            task.cancel()
+            await asyncio.wait({task}, timeout=5)
+        if task is not None and not task.done():
+            log.error("MQTT link task of %s did not stop", self.name)
 
     async def __aenter__(self) -> Endpoint:
         return await self.start()

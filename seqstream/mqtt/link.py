@@ -91,6 +91,7 @@ class MqttLink:
         self._client: _Client | None = None
         self._message_expiry: Properties | None = None
         self.connected_once = False
+        self._stopping = False
         self.outbound_filter: Callable[[Message], bool] | None = None
         """Fault injection for tests and benchmarks: return False to drop a message."""
 
@@ -112,7 +113,7 @@ class MqttLink:
             self.stats["dropped_by_filter"] += 1
             return True
         props = self._message_expiry if qos > 0 and not retain else None
-        info = client._client.publish(topic, payload, qos, retain, props)  # noqa: SLF001
+        info = client._client.publish(topic, payload, qos, retain, props)
         if info.rc != 0:
             self.stats["publish_errors"] += 1
             return False
@@ -122,7 +123,7 @@ class MqttLink:
     async def run(self) -> None:
         """Connect and reconnect until cancelled."""
         delay = self.config.reconnect_min
-        while True:
+        while not self._stopping:
             try:
                 await self._session()
                 delay = self.config.reconnect_min
@@ -139,6 +140,8 @@ class MqttLink:
                 log.exception("MQTT link to %s failed unexpectedly; reconnecting", self.config.url)
             finally:
                 self._went_down()
+            if self._stopping:
+                return
             # Full jitter (AWS architecture blog): spread reconnects of a fleet.
             await asyncio.sleep(random.uniform(self.config.reconnect_min, delay))
             delay = min(delay * 2, self.config.reconnect_max)
@@ -214,7 +217,7 @@ class MqttLink:
             qos = self.config.qos
             for topic in self.subscriptions:
                 await client.subscribe(topic, qos=qos)
-            protocol = "5" if client._client.protocol == 5 else "3.1.1"  # noqa: SLF001
+            protocol = "5" if client._client.protocol == 5 else "3.1.1"
             max_packet = None
             props = client.connack_properties
             if props is not None and hasattr(props, "MaximumPacketSize"):
@@ -229,6 +232,8 @@ class MqttLink:
             if protocol == "5" and self.config.qos > 0:
                 self._message_expiry = Properties(PacketTypes.PUBLISH)
                 self._message_expiry.MessageExpiryInterval = 60  # stale stream packets are useless
+            if self._stopping:
+                return
             self.connected.set()
             self.on_connected(self.info)
             try:
@@ -244,10 +249,18 @@ class MqttLink:
                 self._client = None
 
     async def close(self, final: Message | None = None) -> None:
-        """Publish ``final`` (e.g. an offline status) if connected, then disconnect."""
+        """Publish ``final`` (e.g. an offline status) if connected, then disconnect.
+
+        Stopping does not rely on cancellation alone: Python 3.11's
+        ``asyncio.wait_for`` can swallow a cancel that races with completion,
+        so the run loop also checks a flag and the connection is closed.
+        """
+        self._stopping = True
         client = self._client
         if client is not None and final is not None and self.connected.is_set():
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await asyncio.wait_for(
                     client.publish(final.topic, final.payload, qos=1, retain=final.retain), timeout=2.0
                 )
+        if client is not None:
+            client._client.disconnect()

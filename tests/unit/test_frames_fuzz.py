@@ -5,8 +5,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seqstream import frames as f
 from seqstream import Role, Session
+from seqstream import frames as f
 from seqstream.events import InputRejected
 
 HEADER = f.encode_header(f.PacketHeader(5, 0, 1, 0, 0))
