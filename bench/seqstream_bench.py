@@ -43,14 +43,16 @@ def log(text: str) -> None:
 # ---------------------------------------------------------------- raw MQTT baselines
 
 
-async def raw_throughput(broker: BrokerConfig, payload_size: int, total: int) -> float:
+def raw_client(broker: BrokerConfig, name: str, protocol: str) -> aiomqtt.Client:
+    version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
+    return aiomqtt.Client(broker.host, broker.port, identifier=f"raw-{name}-{random.random()}", protocol=version)
+
+
+async def raw_throughput(broker: BrokerConfig, payload_size: int, total: int, protocol: str) -> float:
     """MB/s a subscriber receives while one publisher sends QoS 0 back to back."""
     count = total // payload_size
     payload = b"r" * payload_size
-    async with (
-        aiomqtt.Client(broker.host, broker.port, identifier=f"raw-sub-{random.random()}") as sub,
-        aiomqtt.Client(broker.host, broker.port, identifier=f"raw-pub-{random.random()}") as pub,
-    ):
+    async with raw_client(broker, "sub", protocol) as sub, raw_client(broker, "pub", protocol) as pub:
         await sub.subscribe("bench/raw/bulk", qos=0)
         received = 0
         last = time.perf_counter()
@@ -74,12 +76,9 @@ async def raw_throughput(broker: BrokerConfig, payload_size: int, total: int) ->
         return received / (last - start) / 1e6
 
 
-async def raw_rtt(broker: BrokerConfig, size: int, rounds: int) -> list[float]:
+async def raw_rtt(broker: BrokerConfig, size: int, rounds: int, protocol: str) -> list[float]:
     """Round trips of a ``size``-byte message through the broker and an echo client."""
-    async with (
-        aiomqtt.Client(broker.host, broker.port, identifier=f"raw-echo-{random.random()}") as echo,
-        aiomqtt.Client(broker.host, broker.port, identifier=f"raw-ping-{random.random()}") as ping,
-    ):
+    async with raw_client(broker, "echo", protocol) as echo, raw_client(broker, "ping", protocol) as ping:
         await echo.subscribe("bench/raw/ping", qos=0)
         await ping.subscribe("bench/raw/pong", qos=0)
 
@@ -195,26 +194,37 @@ class Pair:
 # ---------------------------------------------------------------- main
 
 
+def broker_speaks(protocol: str) -> bool:
+    """Only mosquitto (MQTT 5) also offers the other version for comparison."""
+    return protocol == "5"
+
+
 async def run(broker: BrokerConfig, quick: bool) -> dict[str, object]:
     total = (16 if quick else 64) * 1024 * 1024
     rounds = 200 if quick else 1000
     payload_size = SessionConfig().max_packet
     results: dict[str, object] = {"payload_size": payload_size, "bulk_bytes": total}
 
-    log("raw QoS 0 throughput ...")
-    raw_mbps = await raw_throughput(broker, payload_size, total)
     log("seqstream throughput ...")
     async with Pair(broker, "bulk") as pair:
+        protocol = pair.cloud.link.info.protocol
         seq_mbps = await pair.bulk(total)
         log("fan-out over 100 streams ...")
         fan_mbps = await pair.bulk(total, streams=100)
         log("seqstream echo ...")
         seq_rtt = await pair.rtt(64, rounds)
+    # The baseline uses the same client library and MQTT version seqstream negotiated.
+    log(f"raw QoS 0 throughput (MQTT {protocol}) ...")
+    raw_mbps = await raw_throughput(broker, payload_size, total, protocol)
     log("raw echo ...")
-    raw_samples = await raw_rtt(broker, 64, rounds)
+    raw_samples = await raw_rtt(broker, 64, rounds, protocol)
+    other = "3.1.1" if protocol == "5" else "5"
+    raw_other_mbps = await raw_throughput(broker, payload_size, total, other) if broker_speaks(protocol) else None
     log("seqstream with 5% loss ...")
     async with Pair(broker, "lossy", loss=0.05) as lossy:
         lossy_mbps = await lossy.bulk(total // 2)
+    results["mqtt_protocol"] = protocol
+    results[f"raw_throughput_mbps_mqtt{other}"] = round(raw_other_mbps, 1) if raw_other_mbps else None
 
     raw_p50 = statistics.median(raw_samples)
     seq_p50 = statistics.median(seq_rtt)

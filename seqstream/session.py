@@ -91,6 +91,7 @@ class Session:
         self._largest_acked_pn = -1
         self._pto_count = 0
         self._last_eliciting_sent: float | None = None
+        self._last_progress = 0.0  # when data was last newly acknowledged
         self._loss_time: float | None = None
         self._batch_deadline: float | None = None
         # peer's parameters (protocol minimums until its HELLO arrives)
@@ -133,6 +134,11 @@ class Session:
         self._rr = 0  # round-robin start for new data
 
     # ------------------------------------------------------------------ queries
+
+    @property
+    def ack_urgent(self) -> bool:
+        """An ack should go out now, even in the middle of a burst of input."""
+        return self._ack_immediate and bool(self._acks_pending)
 
     @property
     def established(self) -> bool:
@@ -296,8 +302,13 @@ class Session:
         self._last_received = now
         self._echo_ts = header.ts
         self._echo_received_at = now
+        # The peer had our packets up to the one stamped echo_ts: anything sent
+        # later that looks acked was acked through an earlier copy (RACK's rule).
+        delivered_until = now
         if header.flags & HAS_ECHO:
-            sample = ((_us(now) - header.echo_ts) & f.MAX_U32) - header.echo_delay
+            age = (_us(now) - header.echo_ts) & f.MAX_U32
+            delivered_until = now - age / 1_000_000
+            sample = age - header.echo_delay
             if 0 <= sample < 2**31:
                 self._rtt.update(sample / 1_000_000)
         if not self.established and self.peer_epoch and self._peer_knows_us:
@@ -312,7 +323,7 @@ class Session:
             elif isinstance(frame, f.Data):
                 self._on_data(frame, now)
             elif isinstance(frame, f.Ack):
-                acked_something |= self._on_ack(frame)
+                acked_something |= self._on_ack(frame, delivered_until, now)
             else:
                 self._on_control(frame, now)
         if acked_something:
@@ -409,7 +420,7 @@ class Session:
         if fin:
             self._maybe_finished(stream)
 
-    def _on_ack(self, frame: f.Ack) -> bool:
+    def _on_ack(self, frame: f.Ack, delivered_until: float, now: float) -> bool:
         stream = self._streams.get(frame.stream_id)
         if stream is None or stream.reset_code is not None:
             return False
@@ -424,7 +435,10 @@ class Session:
         newly = sender.on_ack(frame.cumulative, frame.ranges, frame.fin)
         if newly:
             self._pto_count = 0
-            self._largest_acked_pn = max(self._largest_acked_pn, max(s.pn for s in newly))
+            self._last_progress = now
+            delivered = [s.pn for s in newly if s.sent_at <= delivered_until + 1e-6]
+            if delivered:
+                self._largest_acked_pn = max(self._largest_acked_pn, max(delivered))
         self._maybe_finished(stream)
         return bool(newly)
 
@@ -765,7 +779,10 @@ class Session:
     def _pto_deadline(self) -> float | None:
         if self._last_eliciting_sent is None or not self._has_outstanding():
             return None
-        return self._last_eliciting_sent + self._rtt.rto(self._pto_count) + self.config.max_ack_delay
+        # Restarted by sends and by acks of new data (RFC 6298 s5.3), so a long
+        # queue that is draining is not mistaken for a loss.
+        since = max(self._last_eliciting_sent, self._last_progress)
+        return since + self._rtt.rto(self._pto_count) + self.config.max_ack_delay
 
     def _has_outstanding(self) -> bool:
         for stream in self._streams.values():

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .errors import ErrorCode
 from .rangeset import RangeSet
+from .sendbuffer import SendBuffer
 
 
 @dataclass(slots=True)
@@ -54,7 +55,7 @@ class StreamSender:
     )
 
     def __init__(self, max_stream_data: int) -> None:
-        self.buffer = bytearray()  # bytes from ``base`` to ``write_offset``
+        self.buffer = SendBuffer()  # bytes from ``base`` to ``write_offset``
         self.base = 0  # cumulative ack: every byte below is acknowledged
         self.write_offset = 0
         self.next_offset = 0  # first byte never sent
@@ -72,7 +73,7 @@ class StreamSender:
         if data:
             if self.queued_at is None:
                 self.queued_at = now
-            self.buffer += data
+            self.buffer.append(data)
             self.write_offset += len(data)
 
     @property
@@ -93,13 +94,13 @@ class StreamSender:
         return max(min(self.write_offset, self.max_stream_data) - self.next_offset, 0)
 
     def slice(self, start: int, end: int) -> bytes:
-        return bytes(self.buffer[start - self.base : end - self.base])
+        return self.buffer.slice(start, end)
 
     def on_ack(self, cumulative: int, ranges: tuple[tuple[int, int], ...], fin: bool) -> list[Segment]:
         """Apply an ACK; return the in-flight segments it newly acknowledged."""
         cumulative = min(cumulative, self.next_offset)
         if cumulative > self.base:
-            del self.buffer[: cumulative - self.base]
+            self.buffer.release_below(cumulative)
             self.base = cumulative
             self.acked.discard_below(cumulative)
             self.lost.discard_below(cumulative)
@@ -114,18 +115,16 @@ class StreamSender:
             self.fin_lost = False
         newly: list[Segment] = []
         keep: list[Segment] = []
+        base, acked, fin_acked = self.base, self.acked, self.fin_acked
         for seg in self.in_flight:
-            if self._segment_acked(seg):
+            if seg.fin and not fin_acked:
+                keep.append(seg)
+            elif seg.end <= base or (acked and acked.covers(max(seg.start, base), seg.end)):
                 newly.append(seg)
             else:
                 keep.append(seg)
         self.in_flight = keep
         return newly
-
-    def _segment_acked(self, seg: Segment) -> bool:
-        if seg.fin and not self.fin_acked:
-            return False
-        return seg.end <= self.base or self.acked.covers(max(seg.start, self.base), seg.end)
 
     def _drop_acked_from_lost(self) -> None:
         remaining = RangeSet()

@@ -104,7 +104,10 @@ class PeerSession:
 
     def receive(self, packet: bytes) -> None:
         self.core.receive_packet(packet, now=self._loop.time())
-        self.kick()
+        if self.core.ack_urgent:
+            self.flush()  # don't let a long burst of input delay the sender's acks
+        else:
+            self.kick()
 
     def kick(self) -> None:
         self.endpoint.schedule_flush(self)
