@@ -15,9 +15,9 @@ MIN_PACKET = 1024
 class SessionConfig:
     max_packet: int = 64 * 1024
     """Largest MQTT payload we send: min(broker maximum packet size, this)."""
-    stream_window: int = 4 * 1024 * 1024
+    stream_window: int = 16 * 1024 * 1024
     """Bytes a peer may send on one stream beyond what our reader consumed."""
-    session_window: int = 32 * 1024 * 1024
+    session_window: int = 64 * 1024 * 1024
     """Bytes a peer may send on all streams beyond what our readers consumed."""
     max_ack_delay: float = 0.002
     batch_delay: float = 0.002

@@ -120,7 +120,7 @@ class Session:
         # Each MQTT message costs about the same whatever its size, so acks are
         # sparse: at a quarter window of data, on gaps, duplicates and FINs,
         # or after max_ack_delay.
-        self._ack_bytes = self.config.stream_window // 8
+        self._ack_bytes = self.config.stream_window // 16
         # timestamps echoed for RTT samples
         self._echo_ts = 0
         self._echo_received_at: float | None = None
@@ -409,10 +409,14 @@ class Session:
             self._events.append(StreamDataReceived(frame.stream_id, data, fin))
         self._eliciting_since_ack += 1
         self._unacked_bytes += len(frame.data)
+        # Ack at once when the picture changes (a new gap or a filled one), not
+        # for every packet while a gap stays open: the sender learns of the loss
+        # from the first ack and each ack costs a whole MQTT message.
+        out_of_order = frame.offset != before or bool(receiver.received) and not frame.data
         immediate = (
             (not new)
             or fin
-            or bool(receiver.received)
+            or out_of_order
             or self._unacked_bytes >= self._ack_bytes
             or self._eliciting_since_ack >= 16
         )
