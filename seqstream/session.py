@@ -207,27 +207,32 @@ class Session:
             return
         self._reset_local(stream, code, reason)
 
-    def stream_consumed(self, stream_id: int, amount: int, *, now: float) -> None:
-        """The application read ``amount`` bytes: give the peer that much new credit."""
+    def stream_consumed(self, stream_id: int, amount: int, *, now: float) -> bool:
+        """The application read ``amount`` bytes: give the peer that much new credit.
+
+        Returns True when a credit update was queued (the caller should flush).
+        """
         if amount <= 0:
-            return
+            return False
         stream = self._streams.get(stream_id)
         if stream is not None:
             receiver = stream.receiver
             before = receiver.consumed
-            if receiver.consume(amount):
+            announce = receiver.consume(amount)
+            if announce:
                 # Urgent only when the peer is about to run out of credit.
                 urgent = receiver.advertised - receiver.highest < receiver.window // 4
                 self._want_ack(stream, immediate=urgent, now=now)
-            self._release_session_credit(receiver.consumed - before)
-        elif stream_id in self._draining:
+            return self._release_session_credit(receiver.consumed - before) or announce
+        if stream_id in self._draining:
             left = self._draining[stream_id]
             used = min(amount, left)
             if used >= left:
                 del self._draining[stream_id]
             else:
                 self._draining[stream_id] = left - used
-            self._release_session_credit(used)
+            return self._release_session_credit(used)
+        return False
 
     def ping(self, *, now: float) -> int:
         self._require_open()
@@ -945,12 +950,13 @@ class Session:
                 receiver.consumed += extra
                 self._release_session_credit(extra)
 
-    def _release_session_credit(self, amount: int) -> None:
+    def _release_session_credit(self, amount: int) -> bool:
+        """Grow session credit; True if the growth is worth a MAX_DATA now."""
         if amount <= 0:
-            return
+            return False
         self._consumed_total += amount
         self._max_data = self._consumed_total + self.config.session_window
-
+        return self._max_data - self._max_data_sent >= self.config.session_window // 2
     def _reject(self, counter: str, reason: str) -> None:
         self.stats[counter] += 1
         self._events.append(InputRejected(reason))

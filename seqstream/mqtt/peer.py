@@ -82,7 +82,10 @@ class PeerSession:
 
     def send(self, stream_id: int, data: bytes, *, end_stream: bool) -> None:
         self.core.send_stream_data(stream_id, data, end_stream=end_stream, now=self._loop.time())
-        self.kick()
+        if self.core.send_buffered(stream_id) == len(data) and self.endpoint.link.connected.is_set():
+            self.flush()  # nothing else in flight: an interactive write goes out now
+        else:
+            self.kick()  # coalesce with the writes of this loop turn
 
     def reset(self, stream_id: int, code: int, reason: str) -> None:
         self.core.reset_stream(stream_id, code, reason)
@@ -90,8 +93,8 @@ class PeerSession:
         self.kick()
 
     def consumed(self, stream_id: int, amount: int) -> None:
-        self.core.stream_consumed(stream_id, amount, now=self._loop.time())
-        self.kick()
+        if self.core.stream_consumed(stream_id, amount, now=self._loop.time()):
+            self.kick()  # a credit update is due; small reads need no flush (timers cover acks)
 
     def backlog(self, stream_id: int) -> int:
         return self.core.send_buffered(stream_id)
