@@ -49,13 +49,14 @@ def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen | Non
 class Broker:
     """A broker child process; ``kind`` is ``mosquitto`` or ``amqtt``."""
 
-    def __init__(self, kind: str, *, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(self, kind: str, *, port: int | None = None, extra_config: str = "", anonymous: bool = True) -> None:
         if kind not in ("mosquitto", "amqtt"):
             raise ValueError(f"unknown broker kind {kind!r}")
         self.kind = kind
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.extra_config = extra_config
+        self.anonymous = anonymous
         self.workdir = Path(tempfile.mkdtemp(prefix=f"edgefleet-{kind}-"))
         self.proc: subprocess.Popen | None = None
         self.log = self.workdir / "broker.log"
@@ -66,11 +67,13 @@ class Broker:
             if not Path(exe).exists():
                 raise RuntimeError("mosquitto is not installed (Debian package 'mosquitto'); .ci/run installs it")
             conf = self.workdir / "mosquitto.conf"
+            # As root, mosquitto would switch to user 'mosquitto' and lose access to test files.
+            run_as = "user root\n" if os.geteuid() == 0 else ""
             conf.write_text(
                 f"listener {self.port} 127.0.0.1\n"
-                "allow_anonymous true\n"
+                f"allow_anonymous {'true' if self.anonymous else 'false'}\n"
                 "persistence false\n"
-                f"{self.extra_config}\n"
+                f"{run_as}{self.extra_config}\n"
                 f"include_dir {CONFIG / 'mosquitto' / 'conf.d'}\n"
             )
             return [exe, "-c", str(conf)]
