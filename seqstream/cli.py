@@ -48,19 +48,20 @@ async def run_command(stream: Stream) -> None:
     except OSError as exc:
         stream.reset(ErrorCode.REJECTED, f"cannot run {argv[0]}: {exc.strerror}")
         return
-    assert proc.stdin and proc.stdout
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None  # both are PIPE
 
     async def feed() -> None:
         with contextlib.suppress(SeqstreamError, ConnectionError):
             async for chunk in stream:
-                proc.stdin.write(chunk)
-                await proc.stdin.drain()
+                stdin.write(chunk)
+                await stdin.drain()
         with contextlib.suppress(ConnectionError):
-            proc.stdin.close()
+            stdin.close()
 
     feeder = asyncio.create_task(feed())
     try:
-        await _pump_to_stream(proc.stdout, stream)
+        await _pump_to_stream(stdout, stream)
         code = await proc.wait()
         stream.write(f"\0{EXIT_STATUS} {code}\n".encode())
         stream.write_eof()
@@ -141,7 +142,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         async with device_endpoint("demo-device", config) as device, cloud_endpoint(config) as cloud:
             server = asyncio.create_task(serve_device(device))
             await device.session().wait_established(15)
-            say(f"2. device 'demo-device' and the cloud endpoint are connected (MQTT {device.link.info.protocol})")
+            protocol = device.link.info.protocol if device.link.info else "?"
+            say(f"2. device 'demo-device' and the cloud endpoint are connected (MQTT {protocol})")
             for argv in (["uname", "-sr"], ["sh", "-c", "echo hello from $(hostname) over MQTT; exit 3"]):
                 output, code = await remote_command(cloud, "demo-device", argv, None)
                 say(f"3. $ {shlex.join(argv)}\n   {output.decode().strip()}\n   (exit status {code})")
@@ -164,8 +166,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             echoed = await stream.readall()
             await sender
             elapsed = time.perf_counter() - start
-            ok = echoed.startswith(payload)
-            say(f"6. 20 MB echoed by 'cat' on the device: {'byte-exact' if ok else 'CORRUPT'}, {40 / elapsed:.0f} MB/s both ways")
+            ok = echoed == payload + f"\0{EXIT_STATUS} 0\n".encode()
+            verdict = "byte-exact" if ok else "CORRUPT"
+            say(f"6. 20 MB echoed by 'cat' on the device: {verdict}, {40 / elapsed:.0f} MB/s both ways")
             say(f"   session stats: {dict(session.core.stats)}")
             server.cancel()
             return 0 if ok else 1
@@ -174,7 +177,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="seqstream-cat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="seqstream-cat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("device", help="serve commands as device NAME")
@@ -188,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="embedded broker + device + cloud in one process")
     p.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:
         logging.getLogger("amqtt").setLevel(logging.ERROR)
     handler = {"device": cmd_device, "run": cmd_run, "demo": cmd_demo}[args.command]

@@ -124,7 +124,7 @@ class ResetAck:
 
 @dataclass(slots=True, frozen=True)
 class Closed:
-    """"I have forgotten this stream": everything it carried is settled."""
+    """ "I have forgotten this stream": everything it carried is settled."""
 
     stream_id: int
 
@@ -180,16 +180,12 @@ def encode_data_prefix(stream_id: int, offset: int, length: int, fin: bool) -> b
 
     Split out so the hot path can join header and payload in one copy.
     """
-    return _FRAME.pack(FrameType.DATA, _DATA.size + length) + _DATA.pack(
-        stream_id, offset, FIN_FLAG if fin else 0
-    )
+    return _FRAME.pack(FrameType.DATA, _DATA.size + length) + _DATA.pack(stream_id, offset, FIN_FLAG if fin else 0)
 
 
 def encode_frame(frame: Frame) -> bytes:
     if isinstance(frame, Data):
-        return encode_data_prefix(frame.stream_id, frame.offset, len(frame.data), frame.fin) + bytes(
-            frame.data
-        )
+        return encode_data_prefix(frame.stream_id, frame.offset, len(frame.data), frame.fin) + bytes(frame.data)
     if isinstance(frame, Ack):
         ranges = frame.ranges[:MAX_SACK_RANGES]
         body = _ACK.pack(
@@ -315,12 +311,9 @@ def _decode_body(frame_type: int, body: memoryview) -> Frame | UnknownFrame:
     if frame_type in (FrameType.CLOSED, FrameType.PING, FrameType.PONG):
         _need(body, 4, FrameType(frame_type).name)
         value = _U32.unpack_from(body, 0)[0]
-        cls = {
-            FrameType.CLOSED: Closed,
-            FrameType.PING: Ping,
-            FrameType.PONG: Pong,
-        }[FrameType(frame_type)]
-        return cls(value)
+        if frame_type == FrameType.CLOSED:
+            return Closed(value)
+        return Ping(value) if frame_type == FrameType.PING else Pong(value)
     if frame_type == FrameType.MAX_DATA:
         _need(body, 8, "MAX_DATA")
         return MaxData(_U64.unpack_from(body, 0)[0])

@@ -21,7 +21,7 @@ Rules (PROTOCOL.md is the reference):
 from __future__ import annotations
 
 from collections import Counter, deque
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from . import frames as f
@@ -50,7 +50,7 @@ _MIN_DATA_CHUNK = 512  # don't start a DATA frame in less room than this
 _MAX_HELLO_INTERVAL = 30.0
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     DEVICE = "device"
     CLOUD = "cloud"
 
@@ -348,9 +348,7 @@ class Session:
             old = self.peer_epoch
             for stream in list(self._streams.values()):
                 if stream.reset_code is None:
-                    self._events.append(
-                        StreamReset(stream.stream_id, ErrorCode.PEER_RESTARTED, "peer restarted", True)
-                    )
+                    self._events.append(StreamReset(stream.stream_id, ErrorCode.PEER_RESTARTED, "peer restarted", True))
                 self._discard(stream, release=False)
             self._reset_peer_state()
             self._events.append(PeerRestarted(old, src_epoch))
@@ -417,7 +415,7 @@ class Session:
         # Ack at once when the picture changes (a new gap or a filled one), not
         # for every packet while a gap stays open: the sender learns of the loss
         # from the first ack and each ack costs a whole MQTT message.
-        out_of_order = frame.offset != before or bool(receiver.received) and not frame.data
+        out_of_order = frame.offset != before or (bool(receiver.received) and not frame.data)
         immediate = (
             (not new)
             or fin
@@ -567,8 +565,8 @@ class Session:
         if had_acks or max_data_due:
             # Credit rides with every ack, so a lost MAX_DATA is repaired by the next one.
             builder.add(f.encode_frame(f.MaxData(self._max_data)), eliciting=False, ack=True)
-        for frame in self._control:
-            builder.add(f.encode_frame(frame), eliciting=isinstance(frame, f.Ping | f.Data))
+        for control in self._control:
+            builder.add(f.encode_frame(control), eliciting=isinstance(control, f.Ping | f.Data))
         self._control.clear()
         self._write_stream_control(builder, now)
         self._write_data(builder, now)
@@ -630,9 +628,7 @@ class Session:
         if self._echo_received_at is not None:
             flags = HAS_ECHO
             echo_delay = int((now - self._echo_received_at) * 1_000_000)
-        return f.encode_header(
-            f.PacketHeader(self.epoch, self.peer_epoch, _us(now), self._echo_ts, echo_delay, flags)
-        )
+        return f.encode_header(f.PacketHeader(self.epoch, self.peer_epoch, _us(now), self._echo_ts, echo_delay, flags))
 
     def _ack_frame(self, stream: StreamState) -> f.Ack:
         receiver = stream.receiver
@@ -648,7 +644,9 @@ class Session:
     def _write_stream_control(self, builder: PacketBuilder, now: float) -> None:
         for stream in self._streams.values():
             if stream.reset_needs_send:
-                frame = f.Reset(stream.stream_id, stream.reset_code or 0, stream.sender.next_offset, stream.reset_reason)
+                frame = f.Reset(
+                    stream.stream_id, stream.reset_code or 0, stream.sender.next_offset, stream.reset_reason
+                )
                 builder.add(f.encode_frame(frame), eliciting=True)
                 stream.reset_needs_send = False
                 stream.reset_sent_at = now
@@ -957,6 +955,7 @@ class Session:
         self._consumed_total += amount
         self._max_data = self._consumed_total + self.config.session_window
         return self._max_data - self._max_data_sent >= self.config.session_window // 2
+
     def _reject(self, counter: str, reason: str) -> None:
         self.stats[counter] += 1
         self._events.append(InputRejected(reason))

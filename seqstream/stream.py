@@ -214,9 +214,7 @@ class StreamReceiver:
             self.delivered += len(chunk)
         if chunks:
             self.received.discard_below(self.delivered)
-        reached_fin = (
-            not self.fin_delivered and self.final_size is not None and self.delivered == self.final_size
-        )
+        reached_fin = not self.fin_delivered and self.final_size is not None and self.delivered == self.final_size
         if reached_fin:
             self.fin_delivered = True
             new = True

@@ -273,9 +273,7 @@ class SpdyConnection:
             f.parse_window_update(payload)  # size-checked, then ignored (no flow control)
         # any other type: ignored (2.2.1)
 
-    def _on_syn_stream(
-        self, syn: f.SynStream, flags: int, headers: Headers, problem: str | None
-    ) -> None:
+    def _on_syn_stream(self, syn: f.SynStream, flags: int, headers: Headers, problem: str | None) -> None:
         sid = syn.stream_id
         if sid % 2 == self._parity:
             self._fail(f"SYN_STREAM {sid} uses the {self.role.value}'s stream ids")
@@ -410,11 +408,7 @@ class SpdyConnection:
             raise LocalProtocolError("associated_id or priority out of range")
         flags = (f.FLAG_FIN if fin else 0) | (f.FLAG_UNIDIRECTIONAL if unidirectional else 0)
         block = self._compress(headers)
-        self._out.append(
-            f.encode_syn_stream(
-                sid, block, associated_id=associated_id, priority=priority, flags=flags
-            )
-        )
+        self._out.append(f.encode_syn_stream(sid, block, associated_id=associated_id, priority=priority, flags=flags))
         self._next_stream_id += 2
         st = _Stream(StreamState.OPEN, local=True, replied=unidirectional)
         self._streams[sid] = st
@@ -424,9 +418,7 @@ class SpdyConnection:
             self._advance(sid, st, StreamInput.RECV_FIN)
         return sid
 
-    def reply(
-        self, stream_id: int, headers: list[tuple[str, str]] | Headers, *, fin: bool = False
-    ) -> None:
+    def reply(self, stream_id: int, headers: list[tuple[str, str]] | Headers, *, fin: bool = False) -> None:
         """Queue SYN_REPLY for a stream the peer opened."""
         st = self._sendable(stream_id, needs_reply=False)
         if st.local or st.replied:
@@ -437,9 +429,7 @@ class SpdyConnection:
         st.replied = True
         self._commit(stream_id, st, new)
 
-    def send_headers(
-        self, stream_id: int, headers: list[tuple[str, str]] | Headers, *, fin: bool = False
-    ) -> None:
+    def send_headers(self, stream_id: int, headers: list[tuple[str, str]] | Headers, *, fin: bool = False) -> None:
         """Queue a HEADERS frame on an established stream."""
         st = self._sendable(stream_id)
         new = self._peek(stream_id, st, fin)
@@ -447,9 +437,7 @@ class SpdyConnection:
         self._out.append(f.encode_headers(stream_id, block, flags=f.FLAG_FIN if fin else 0))
         self._commit(stream_id, st, new)
 
-    def send_data(
-        self, stream_id: int, data: bytes | bytearray | memoryview, *, fin: bool = False
-    ) -> None:
+    def send_data(self, stream_id: int, data: bytes | bytearray | memoryview, *, fin: bool = False) -> None:
         """Queue DATA frames of at most ``max_data_frame_size``; FIN on the last."""
         st = self._sendable(stream_id)
         new = self._peek(stream_id, st, fin)

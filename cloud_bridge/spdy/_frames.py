@@ -157,9 +157,7 @@ def encode_settings(settings: list[tuple[int, int, int]], *, clear: bool = False
     """SETTINGS (2.6.4) from (id, value, flags) triples."""
     body = [_U32.pack(len(settings))]
     body += [_SETTING.pack((fl & 0xFF) << 24 | (sid & 0xFFFFFF), val) for sid, val, fl in settings]
-    return _control(
-        FrameType.SETTINGS, FLAG_SETTINGS_CLEAR_SETTINGS if clear else 0, b"".join(body)
-    )
+    return _control(FrameType.SETTINGS, FLAG_SETTINGS_CLEAR_SETTINGS if clear else 0, b"".join(body))
 
 
 def encode_ping(ping_id: int) -> bytes:

@@ -1,13 +1,13 @@
 """seqstream over an MQTT broker, with asyncio and aiomqtt.
 
-    async with device_endpoint("pi-1", BrokerConfig.from_url("mqtt://broker")) as ep:
-        stream = await ep.open_stream({"kind": "echo"})
-        stream.write(b"hi"); stream.write_eof()
-        print(await stream.readall())
+async with device_endpoint("pi-1", BrokerConfig.from_url("mqtt://broker")) as ep:
+    stream = await ep.open_stream({"kind": "echo"})
+    stream.write(b"hi"); stream.write_eof()
+    print(await stream.readall())
 
-    async with cloud_endpoint(BrokerConfig(...)) as ep:
-        stream = await ep.accept()           # from any device
-        stream = await ep.open_stream({...}, peer="pi-1")
+async with cloud_endpoint(BrokerConfig(...)) as ep:
+    stream = await ep.accept()           # from any device
+    stream = await ep.open_stream({...}, peer="pi-1")
 """
 
 from __future__ import annotations

@@ -148,9 +148,7 @@ class Endpoint:
         session.online = self._peer_online(peer)
         self._peers[peer] = session
         if self.link.info is not None and self.link.connected.is_set():
-            core.set_transport_limit(
-                self.link.info.max_packet - len(topic) if self.link.info.max_packet else None
-            )
+            core.set_transport_limit(self.link.info.max_packet - len(topic) if self.link.info.max_packet else None)
         return session
 
     @property

@@ -85,8 +85,16 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.info: ConnectionInfo | None = None
         self.last_error: str | None = None
-        self.stats = {"connects": 0, "connect_failures": 0, "published": 0, "dropped_offline": 0, "received": 0, "internal_errors": 0, "dropped_by_filter": 0,
-            "publish_errors": 0}
+        self.stats = {
+            "connects": 0,
+            "connect_failures": 0,
+            "published": 0,
+            "dropped_offline": 0,
+            "received": 0,
+            "internal_errors": 0,
+            "dropped_by_filter": 0,
+            "publish_errors": 0,
+        }
         self._protocol = config.protocol
         self._client: _Client | None = None
         self._message_expiry: Properties | None = None
@@ -195,8 +203,13 @@ class MqttLink:
         (amqtt) hang up without a CONNACK on an MQTT 5 CONNECT that has a will."""
         cfg = self.config
         probe = aiomqtt.Client(
-            cfg.host, cfg.port, username=cfg.username, password=cfg.password, tls_context=cfg.tls,
-            protocol=aiomqtt.ProtocolVersion.V5, timeout=cfg.connect_timeout,
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            tls_context=cfg.tls,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            timeout=cfg.connect_timeout,
             identifier=f"{self.client_id}-probe",
         )
         try:

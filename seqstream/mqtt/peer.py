@@ -195,7 +195,9 @@ class PeerSession:
                 log.debug("session with %s established (peer epoch %d)", self.name, event.peer_epoch)
                 self.established.set()
             elif isinstance(event, ev.PeerRestarted):
-                log.info("%s restarted (epoch %d -> %d); its streams were reset", self.name, event.old_epoch, event.new_epoch)
+                log.info(
+                    "%s restarted (epoch %d -> %d); its streams were reset", self.name, event.old_epoch, event.new_epoch
+                )
                 self.established.clear()
             elif isinstance(event, ev.PongReceived):
                 future = self._pings.get(event.ident)
@@ -205,7 +207,9 @@ class PeerSession:
                 self.endpoint.stats["rejected_input"] += 1
                 self._rejected_logged += 1
                 if self._rejected_logged <= 10 or self._rejected_logged % 1000 == 0:
-                    log.warning("from %s: dropped bad input (%d so far): %s", self.name, self._rejected_logged, event.reason)
+                    log.warning(
+                        "from %s: dropped bad input (%d so far): %s", self.name, self._rejected_logged, event.reason
+                    )
             elif isinstance(event, ev.SessionTimedOut):
                 log.warning("session with %s timed out after %.1fs of silence", self.name, event.idle_for)
             elif isinstance(event, ev.SessionClosed):

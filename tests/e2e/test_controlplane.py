@@ -68,9 +68,7 @@ NODE_STATUS = {
 def pod_manifest(name: str, namespace: str, node: str | None) -> dict:
     spec: dict = {
         "containers": [{"name": "main", "image": "busybox", "command": ["sleep", "3600"]}],
-        "tolerations": [
-            {"key": "edgefleet.io/device", "operator": "Exists", "effect": "NoSchedule"}
-        ],
+        "tolerations": [{"key": "edgefleet.io/device", "operator": "Exists", "effect": "NoSchedule"}],
     }
     if node is not None:
         spec["nodeName"] = node
@@ -120,9 +118,7 @@ def test_kubectl_error_carries_output(control_plane: ControlPlane) -> None:
 # --- nodes and pods --------------------------------------------------------------------
 
 
-def test_node_and_bound_pod_are_stored(
-    control_plane: ControlPlane, namespace: str, edge_node: str
-) -> None:
+def test_node_and_bound_pod_are_stored(control_plane: ControlPlane, namespace: str, edge_node: str) -> None:
     node = control_plane.kubectl_json("get", "node", edge_node)
     assert node["metadata"]["labels"]["type"] == "edgefleet-device"
     assert node["spec"]["taints"][0]["key"] == "edgefleet.io/device"
@@ -153,15 +149,9 @@ def test_node_and_bound_pod_are_stored(
     assert stored["status"].get("phase") == "Pending"  # no kubelet (yet): nobody runs it
 
     # The bridge's view: pods bound to its node, across namespaces.
-    listed = control_plane.kubectl_json(
-        "get", "pods", "-A", f"--field-selector=spec.nodeName={edge_node}"
-    )["items"]
-    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in listed] == [
-        (namespace, "hello")
-    ]
-    other = control_plane.kubectl_json(
-        "get", "pods", "-A", "--field-selector=spec.nodeName=elsewhere"
-    )
+    listed = control_plane.kubectl_json("get", "pods", "-A", f"--field-selector=spec.nodeName={edge_node}")["items"]
+    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in listed] == [(namespace, "hello")]
+    other = control_plane.kubectl_json("get", "pods", "-A", "--field-selector=spec.nodeName=elsewhere")
     assert other["items"] == []
 
     # Applying the same manifest again changes nothing (kubectl may still say
@@ -190,17 +180,11 @@ def test_created_user_identity(control_plane: ControlPlane) -> None:
     assert "system:masters" not in info["groups"]
 
 
-def test_limited_user_is_denied_until_rbac_allows(
-    control_plane: ControlPlane, namespace: str
-) -> None:
-    viewer = control_plane.create_user(
-        f"viewer-{secrets.token_hex(3)}", groups=["edgefleet:viewers"]
-    )
+def test_limited_user_is_denied_until_rbac_allows(control_plane: ControlPlane, namespace: str) -> None:
+    viewer = control_plane.create_user(f"viewer-{secrets.token_hex(3)}", groups=["edgefleet:viewers"])
 
     def can_i(*args: str) -> bool:
-        proc = control_plane.kubectl(
-            "auth", "can-i", *args, "-n", namespace, user=viewer, check=False
-        )
+        proc = control_plane.kubectl("auth", "can-i", *args, "-n", namespace, user=viewer, check=False)
         answer = proc.stdout.strip()
         assert answer in ("yes", "no"), proc
         assert (proc.returncode == 0) == (answer == "yes"), proc
@@ -212,14 +196,9 @@ def test_limited_user_is_denied_until_rbac_allows(
     assert "forbidden" in denied.stderr.lower() and viewer.name in denied.stderr
 
     # The admin (really) can; so the denial above is RBAC, not a broken cluster.
-    assert (
-        control_plane.kubectl("auth", "can-i", "create", "pods", "-n", namespace).stdout.strip()
-        == "yes"
-    )
+    assert control_plane.kubectl("auth", "can-i", "create", "pods", "-n", namespace).stdout.strip() == "yes"
 
-    control_plane.kubectl(
-        "create", "role", "pod-reader", "-n", namespace, "--verb=get,list,watch", "--resource=pods"
-    )
+    control_plane.kubectl("create", "role", "pod-reader", "-n", namespace, "--verb=get,list,watch", "--resource=pods")
     control_plane.kubectl(
         "create",
         "rolebinding",
@@ -239,27 +218,16 @@ def test_limited_user_is_denied_until_rbac_allows(
     assert not can_i("list", "secrets")
     # A namespaced grant does not reach other namespaces or cluster-scoped objects.
     assert (
-        control_plane.kubectl(
-            "auth", "can-i", "list", "pods", "-n", "default", user=viewer, check=False
-        ).stdout.strip()
+        control_plane.kubectl("auth", "can-i", "list", "pods", "-n", "default", user=viewer, check=False).stdout.strip()
         == "no"
     )
-    assert (
-        control_plane.kubectl(
-            "auth", "can-i", "list", "nodes", user=viewer, check=False
-        ).stdout.strip()
-        == "no"
-    )
+    assert control_plane.kubectl("auth", "can-i", "list", "nodes", user=viewer, check=False).stdout.strip() == "no"
 
     pod = pod_manifest("sneaky", namespace, "edge-somewhere")
-    create = control_plane.kubectl(
-        "create", "-f", "-", input=json.dumps(pod), user=viewer, check=False
-    )
+    create = control_plane.kubectl("create", "-f", "-", input=json.dumps(pod), user=viewer, check=False)
     assert create.returncode != 0
     assert "forbidden" in create.stderr.lower()
-    assert (
-        control_plane.kubectl("get", "pod", "sneaky", "-n", namespace, check=False).returncode != 0
-    )
+    assert control_plane.kubectl("get", "pod", "sneaky", "-n", namespace, check=False).returncode != 0
 
 
 def test_kubeconfig_works_with_python_client(control_plane: ControlPlane) -> None:
@@ -309,9 +277,7 @@ def test_scheduler_binds_pod_to_edge_node() -> None:
 
         def scheduled_condition():
             status = cp.kubectl_json("get", "pod", "unbound")["status"]
-            return next(
-                (c for c in status.get("conditions", []) if c["type"] == "PodScheduled"), None
-            )
+            return next((c for c in status.get("conditions", []) if c["type"] == "PodScheduled"), None)
 
         cond = wait_for("the scheduler to try the pod", scheduled_condition)
         assert (cond["status"], cond["reason"]) == ("False", "Unschedulable"), cond
@@ -388,12 +354,8 @@ def test_helm_talks_to_the_cluster(control_plane: ControlPlane, namespace: str) 
 
 def test_kube_tools_script_is_idempotent() -> None:
     script = Path(__file__).resolve().parents[2] / "hack" / "kube-tools.sh"
-    proc = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, timeout=600, check=True
-    )
-    values = {
-        k: shlex.split(v)[0] for k, v in (line.split("=", 1) for line in proc.stdout.splitlines())
-    }
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, check=True)
+    values = {k: shlex.split(v)[0] for k, v in (line.split("=", 1) for line in proc.stdout.splitlines())}
     assert set(values) == {"KUBECTL", "HELM"}
     helm = subprocess.run(
         [values["HELM"], "version", "--short"],

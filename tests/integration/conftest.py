@@ -64,7 +64,9 @@ async def serve(endpoint: Endpoint) -> None:
 
 
 @contextlib.asynccontextmanager
-async def pair(broker: Broker, *, device: str | None = None, config: SessionConfig = FAST, **kw) -> AsyncIterator[tuple[Endpoint, Endpoint]]:
+async def pair(
+    broker: Broker, *, device: str | None = None, config: SessionConfig = FAST, **kw
+) -> AsyncIterator[tuple[Endpoint, Endpoint]]:
     """A cloud endpoint and a device endpoint (serving echo/sink) on ``broker``."""
     name = device or f"dev-{uuid.uuid4().hex[:8]}"
     cfg = broker_config(broker, **kw)

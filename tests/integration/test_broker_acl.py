@@ -61,7 +61,7 @@ async def test_device_cannot_touch_other_devices_topics(acl_broker):
 
 
 async def test_wrong_password_is_refused_with_a_clear_error(acl_broker):
-    with pytest.raises(aiomqtt.MqttError, match="(?i)not authori[sz]ed|bad user name or password"):
+    with pytest.raises(aiomqtt.MqttError, match=r"(?i)not authori[sz]ed|bad user name or password"):
         async with aiomqtt.Client(acl_broker.host, acl_broker.port, username="dev-a", password="wrong"):
             pass
 

@@ -276,9 +276,7 @@ class CertificateAuthority:
                 ),
                 critical=True,
             )
-            .add_extension(
-                c.x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), False
-            )
+            .add_extension(c.x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), False)
             .sign(self._key, c.hashes.SHA256())
         )
         self.cert_path = directory / "ca.crt"
@@ -337,9 +335,7 @@ class CertificateAuthority:
                 critical=True,
             )
             .add_extension(c.x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                c.x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), False
-            )
+            .add_extension(c.x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), False)
         )
         sans: list[Any] = [c.x509.DNSName(d) for d in dns_names]
         sans += [c.x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
@@ -529,11 +525,7 @@ class ControlPlane:
         self.startup_timeout = startup_timeout
         self.apiserver_args = list(apiserver_args)
         self.build = build
-        self.keep_workdir = (
-            keep_workdir
-            if keep_workdir is not None
-            else os.environ.get(ENV_KEEP, "") not in ("", "0")
-        )
+        self.keep_workdir = keep_workdir if keep_workdir is not None else os.environ.get(ENV_KEEP, "") not in ("", "0")
         self.workdir: Path | None = None
         self.binaries: Binaries | None = None
         self.ca: CertificateAuthority | None = None
@@ -664,9 +656,7 @@ class ControlPlane:
         for kind in ("CACHE", "CONFIG", "DATA"):
             env[f"HELM_{kind}_HOME"] = str(self.workdir / "helm" / kind.lower())
         cmd = [helm_path(), f"--kubeconfig={kubeconfig}", *args]
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
-        )
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         if check and proc.returncode != 0:
             raise KubectlError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
@@ -810,18 +800,14 @@ class ControlPlane:
                 "client-key-data": _b64(admin.key_pem),
             },
         )
-        self.admin = KubeUser(
-            "admin", ("system:masters",), kubeconfig, admin.cert_path, admin.key_path
-        )
+        self.admin = KubeUser("admin", ("system:masters",), kubeconfig, admin.cert_path, admin.key_path)
 
         if self.want_scheduler:
             t = time.monotonic()
             self._start_with_port_retries("kube-scheduler", self._start_scheduler, deadline)
             self.timings["scheduler"] = time.monotonic() - t
 
-    def _start_with_port_retries(
-        self, name: str, start: Any, deadline: float, tries: int = 3
-    ) -> None:
+    def _start_with_port_retries(self, name: str, start: Any, deadline: float, tries: int = 3) -> None:
         """Ports are picked free then released, so another process may take one first:
         when a component dies because its port is taken, pick new ports and retry."""
         for attempt in range(1, tries + 1):
@@ -915,9 +901,7 @@ class ControlPlane:
         ctx.load_cert_chain(str(admin.cert_path), str(admin.key_path))
 
         def ready() -> bool:
-            with urllib.request.urlopen(
-                f"{self.server_url}/readyz", timeout=3, context=ctx
-            ) as resp:
+            with urllib.request.urlopen(f"{self.server_url}/readyz", timeout=3, context=ctx) as resp:
                 return resp.status == 200 and resp.read().strip() == b"ok"
 
         self._wait("kube-apiserver", ready, time.monotonic() + self.startup_timeout)
@@ -947,9 +931,7 @@ class ControlPlane:
         ctx.verify_mode = ssl.CERT_NONE  # self-signed serving cert; /readyz is always allowed
 
         def ready() -> bool:
-            with urllib.request.urlopen(
-                f"https://127.0.0.1:{port}/readyz", timeout=3, context=ctx
-            ) as r:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=3, context=ctx) as r:
                 return r.status == 200
 
         self._wait("kube-scheduler", ready, time.monotonic() + min(30.0, self.startup_timeout))
@@ -974,9 +956,7 @@ class ControlPlane:
             except (OSError, ValueError, urllib.error.URLError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
-                self._fail(
-                    f"{name} was not ready within the startup timeout (last check: {last_error})"
-                )
+                self._fail(f"{name} was not ready within the startup timeout (last check: {last_error})")
             time.sleep(0.1)
 
     def _fail(self, reason: str) -> None:
@@ -991,9 +971,7 @@ class ControlPlane:
     def _start_external(self) -> None:
         assert self.external_kubeconfig is not None and self.workdir is not None
         if not self.external_kubeconfig.is_file():
-            raise ControlPlaneError(
-                f"{ENV_EXTERNAL_KUBECONFIG}={self.external_kubeconfig} is not a file"
-            )
+            raise ControlPlaneError(f"{ENV_EXTERNAL_KUBECONFIG}={self.external_kubeconfig} is not a file")
         # Flatten (embed files) so user kubeconfigs can copy the cluster entry.
         self.admin = KubeUser("external-admin", (), self.external_kubeconfig)
         raw = self.kubectl("config", "view", "--raw", "--minify", "--flatten", "-o", "json")
@@ -1002,9 +980,7 @@ class ControlPlane:
         self.server_url = self._cluster_entry["server"]
         if "certificate-authority-data" in self._cluster_entry:
             self.ca_cert_path = self.workdir / "cluster-ca.crt"
-            self.ca_cert_path.write_bytes(
-                base64.b64decode(self._cluster_entry["certificate-authority-data"])
-            )
+            self.ca_cert_path.write_bytes(base64.b64decode(self._cluster_entry["certificate-authority-data"]))
         deadline = time.monotonic() + self.startup_timeout
         while True:
             proc = self.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
@@ -1020,11 +996,7 @@ class ControlPlane:
     def _csr_client_cert(self, name: str, groups: tuple[str, ...]) -> tuple[bytes, bytes]:
         c = _crypto()
         key = _new_key()
-        csr = (
-            c.x509.CertificateSigningRequestBuilder()
-            .subject_name(_name(name, groups))
-            .sign(key, c.hashes.SHA256())
-        )
+        csr = c.x509.CertificateSigningRequestBuilder().subject_name(_name(name, groups)).sign(key, c.hashes.SHA256())
         slug = re.sub(r"[^a-z0-9-]", "-", name.lower()).strip("-")[:40] or "user"
         csr_name = f"edgefleet-test-{slug}-{secrets.token_hex(4)}"
         obj = {
@@ -1060,9 +1032,7 @@ class ControlPlane:
     # -- teardown ------------------------------------------------------------------------
 
     def _not_started(self) -> Any:
-        raise ControlPlaneError(
-            "the control plane is not started (call start() or use it as a context manager)"
-        )
+        raise ControlPlaneError("the control plane is not started (call start() or use it as a context manager)")
 
     def _teardown(self) -> None:
         # Reverse start order: scheduler, apiserver, etcd.

@@ -1,5 +1,6 @@
 """The frame decoder must turn any byte string into frames or a FrameError."""
 
+import contextlib
 import struct
 
 from hypothesis import given, settings
@@ -14,15 +15,23 @@ HEADER = f.encode_header(f.PacketHeader(5, 0, 1, 0, 0))
 frame_values = st.one_of(
     st.builds(f.Data, st.integers(0, 2**32 - 1), st.integers(0, 2**63), st.binary(max_size=64), st.booleans()),
     st.builds(f.Ack, st.integers(0, 2**32 - 1), st.integers(0, 2**40), st.integers(0, 2**40)),
-    st.builds(f.Reset, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**63), st.text(max_size=20)),
+    st.builds(
+        f.Reset, st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1), st.integers(0, 2**63), st.text(max_size=20)
+    ),
     st.builds(f.ResetAck, st.integers(0, 2**32 - 1), st.integers(0, 2**63)),
     st.builds(f.Closed, st.integers(0, 2**32 - 1)),
     st.builds(f.MaxData, st.integers(0, 2**63)),
     st.builds(f.Ping, st.integers(0, 2**32 - 1)),
     st.builds(f.Pong, st.integers(0, 2**32 - 1)),
     st.builds(f.Close, st.integers(0, 2**32 - 1), st.text(max_size=20)),
-    st.builds(f.Open, st.integers(0, 2**32 - 1), st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3)),
-    st.builds(f.Hello, st.booleans(), st.integers(1, 2**20), st.integers(1, 2**30), st.integers(1, 2**30), st.text(max_size=8)),
+    st.builds(
+        f.Open,
+        st.integers(0, 2**32 - 1),
+        st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3),
+    ),
+    st.builds(
+        f.Hello, st.booleans(), st.integers(1, 2**20), st.integers(1, 2**30), st.integers(1, 2**30), st.text(max_size=8)
+    ),
 )
 
 
@@ -36,10 +45,8 @@ def test_encode_decode_round_trip(values):
 @settings(max_examples=2000)
 @given(st.binary(max_size=300))
 def test_random_bytes_never_raise_anything_but_frame_error(data):
-    try:
+    with contextlib.suppress(f.FrameError):
         f.decode_packet(data)
-    except f.FrameError:
-        pass
 
 
 @settings(max_examples=1000)
@@ -113,8 +120,7 @@ def test_garbage_from_the_peer_never_corrupts_a_live_stream(garbage, seed):
         pair.cloud.receive_packet(header + body, now=pair.now)
         pair.step()
     pair.run(
-        lambda: (not pair.device.stream_ids and not pair.cloud.stream_ids)
-        or pair.cloud.state is SessionState.CLOSED,
+        lambda: (not pair.device.stream_ids and not pair.cloud.stream_ids) or pair.cloud.state is SessionState.CLOSED,
         max_time=30,
     )
     # Junk may legitimately reset the stream or close the session (it can spell

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +19,7 @@ def test_rangeset_matches_a_set_model(ranges, probe, width):
     assert as_set(rs) == model
     pairs = list(rs)
     assert all(s < e for s, e in pairs)
-    assert all(a[1] < b[0] for a, b in zip(pairs, pairs[1:], strict=False)), "ranges must be disjoint and non-touching"
+    assert all(a[1] < b[0] for a, b in pairwise(pairs)), "ranges must be disjoint and non-touching"
     assert rs.contains(probe) == (probe in model)
     window = set(range(probe, probe + width))
     assert rs.covers(probe, probe + width) == window.issubset(model)

@@ -79,10 +79,18 @@ streams_strategy = st.lists(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@example(seed=7, loss=0.05, duplicate=0.05, reorder=0.1, outage=(0.2, 2.5),
-         streams=[("device", 150_000, True), ("cloud", 120_000, True), ("device", 1, False)], read_rate=4096)
-@example(seed=9, loss=0.2, duplicate=0.1, reorder=0.3, outage=None,
-         streams=[("cloud", 150_000, True)] * 4, read_rate=512)
+@example(
+    seed=7,
+    loss=0.05,
+    duplicate=0.05,
+    reorder=0.1,
+    outage=(0.2, 2.5),
+    streams=[("device", 150_000, True), ("cloud", 120_000, True), ("device", 1, False)],
+    read_rate=4096,
+)
+@example(
+    seed=9, loss=0.2, duplicate=0.1, reorder=0.3, outage=None, streams=[("cloud", 150_000, True)] * 4, read_rate=512
+)
 @given(
     seed=st.integers(0, 2**32),
     loss=st.floats(0, 0.25),
@@ -96,8 +104,9 @@ def test_streams_deliver_exactly_once_in_order(seed, loss, duplicate, reorder, o
     partitions = []
     if outage is not None:
         partitions = [(1000.0 + outage[0], 1000.0 + outage[0] + outage[1])]
-    profile = LinkProfile(loss=loss, duplicate=duplicate, reorder=reorder, delay=0.002, jitter=0.001,
-                          partitions=partitions)
+    profile = LinkProfile(
+        loss=loss, duplicate=duplicate, reorder=reorder, delay=0.002, jitter=0.001, partitions=partitions
+    )
     pair = Pair(seed=seed, profile=profile, config=CONFIG)
     readers = {"device": Reader(read_rate), "cloud": Reader(read_rate)}
     pair.handlers = {name: (lambda n, e: readers[n].on_event(e)) for name in readers}

@@ -123,9 +123,7 @@ def test_exec_like_session() -> None:
 
 def test_port_forward_headers_and_headers_frame() -> None:
     p = Pair()
-    sid = p.client.open_stream(
-        [("streamtype", "data"), ("port", "8080"), ("requestid", "1")], priority=3
-    )
+    sid = p.client.open_stream([("streamtype", "data"), ("port", "8080"), ("requestid", "1")], priority=3)
     (ev,) = p.to_server()
     assert ev.headers == (("streamtype", "data"), ("port", "8080"), ("requestid", "1"))
     assert ev.priority == 3 and not ev.fin and not ev.unidirectional
@@ -142,9 +140,7 @@ def test_header_compression_shared_across_many_frames() -> None:
     p = Pair()
     sizes = []
     for i in range(300):
-        p.client.open_stream(
-            [("streamtype", "data"), ("port", str(1000 + i)), ("requestid", str(i))]
-        )
+        p.client.open_stream([("streamtype", "data"), ("port", str(1000 + i)), ("requestid", str(i))])
         raw = p.client.data_to_send()
         sizes.append(len(raw))
         p.server.receive_data(raw)
@@ -338,9 +334,7 @@ def test_local_misuse_raises() -> None:
     with pytest.raises(LocalProtocolError):
         p.client.open_stream([("bad\x00name", "x")])
     with pytest.raises(LocalProtocolError):
-        SpdyConnection(role=CLIENT, config=SpdyConfig(max_header_block_size=64)).open_stream(
-            [("x", "y" * 100)]
-        )
+        SpdyConnection(role=CLIENT, config=SpdyConfig(max_header_block_size=64)).open_stream([("x", "y" * 100)])
     with pytest.raises(ValueError):
         SpdyConfig(max_data_frame_size=0)
     p.server.receive_data(b"")

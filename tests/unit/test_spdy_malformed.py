@@ -165,9 +165,7 @@ def test_header_block_problems() -> None:
     ]
     assert all(e.status == RstStatus.PROTOCOL_ERROR and not e.remote for e in events[:3])
     assert "lower-case" in events[0].reason
-    assert conn.data_to_send() == b"".join(
-        f.encode_rst_stream(s, RstStatus.PROTOCOL_ERROR) for s in (1, 3, 5)
-    )
+    assert conn.data_to_send() == b"".join(f.encode_rst_stream(s, RstStatus.PROTOCOL_ERROR) for s in (1, 3, 5))
 
 
 def test_structurally_broken_block_is_session_error() -> None:
@@ -203,9 +201,7 @@ def test_stream_id_rules() -> None:
 
     peer = Peer()
     conn, events = feed(peer.syn(5, []) + peer.syn(5, []))
-    assert events[1] == StreamReset(
-        5, RstStatus.PROTOCOL_ERROR, "second SYN_STREAM for stream", remote=False
-    )
+    assert events[1] == StreamReset(5, RstStatus.PROTOCOL_ERROR, "second SYN_STREAM for stream", remote=False)
     assert conn.state is ConnectionState.OPEN
 
 
@@ -226,9 +222,9 @@ def test_data_on_unknown_or_finished_streams() -> None:
         StreamOpened(3, ()),
         DataReceived(3, b"fine"),
     ]
-    assert conn.data_to_send() == f.encode_rst_stream(
-        9, RstStatus.INVALID_STREAM
-    ) + f.encode_rst_stream(1, RstStatus.STREAM_ALREADY_CLOSED)
+    assert conn.data_to_send() == f.encode_rst_stream(9, RstStatus.INVALID_STREAM) + f.encode_rst_stream(
+        1, RstStatus.STREAM_ALREADY_CLOSED
+    )
 
 
 def test_reply_and_headers_rules_on_client() -> None:
@@ -240,9 +236,7 @@ def test_reply_and_headers_rules_on_client() -> None:
     again = comp.compress([], limit=1024)
     unknown = comp.compress([], limit=1024)
     client, events = feed(
-        f.encode_syn_reply(sid, block)
-        + f.encode_syn_reply(sid, again)
-        + f.encode_headers(51, unknown),
+        f.encode_syn_reply(sid, block) + f.encode_syn_reply(sid, again) + f.encode_headers(51, unknown),
         client,
     )
     assert events == [
