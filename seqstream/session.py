@@ -733,6 +733,8 @@ class Session:
         payload = sender.slice(start, end)
         builder.ensure(f.DATA_OVERHEAD + len(payload))
         builder.add_parts((f.encode_data_prefix(stream.stream_id, start, len(payload), fin), payload))
+        if sender.in_flight and start < sender.in_flight[-1].end:
+            sender.in_order = False
         sender.in_flight.append(Segment(start, end, fin, builder.pn, now))
         self.stats["data_frames_sent"] += 1
 
@@ -840,18 +842,23 @@ class Session:
             sender = stream.sender
             if not sender.in_flight:
                 continue
+            # in_flight is in send (packet number) order: only a prefix can be lost.
+            in_flight = sender.in_flight
+            split = 0
+            while split < len(in_flight) and in_flight[split].pn < largest:
+                split += 1
+            if not split:
+                continue
             keep: list[Segment] = []
-            for seg in sender.in_flight:
-                if seg.pn >= largest:
-                    keep.append(seg)
-                elif largest - seg.pn >= K_PACKET_THRESHOLD or seg.sent_at + loss_delay <= now:
+            for seg in in_flight[:split]:
+                if largest - seg.pn >= K_PACKET_THRESHOLD or seg.sent_at + loss_delay <= now:
                     sender.mark_lost(seg)
                     self.stats["segments_lost"] += 1
                 else:
                     keep.append(seg)
                     when = seg.sent_at + loss_delay
                     self._loss_time = when if self._loss_time is None else min(self._loss_time, when)
-            sender.in_flight = keep
+            sender.in_flight = keep + in_flight[split:]
 
     def _timeout(self, idle: float) -> None:
         self.stats["idle_timeouts"] += 1

@@ -47,6 +47,7 @@ class StreamSender:
         "fin_queued",
         "fin_sent",
         "in_flight",
+        "in_order",
         "lost",
         "max_stream_data",
         "next_offset",
@@ -68,6 +69,7 @@ class StreamSender:
         self.fin_acked = False
         self.fin_lost = False
         self.queued_at: float | None = None
+        self.in_order = True  # in_flight is sorted by offset (no retransmission in it)
 
     def write(self, data: bytes, now: float) -> None:
         if data:
@@ -113,17 +115,30 @@ class StreamSender:
         if fin and self.fin_sent and self.base >= self.write_offset:
             self.fin_acked = True
             self.fin_lost = False
-        newly: list[Segment] = []
+        in_flight = self.in_flight
+        base, fin_acked = self.base, self.fin_acked
+        if not self.acked and self.in_order:
+            # No selective acks and no retransmission in flight: the segments are
+            # in offset order, so the acknowledged ones are a prefix.
+            i, n = 0, len(in_flight)
+            while i < n and in_flight[i].end <= base and not (in_flight[i].fin and not fin_acked):
+                i += 1
+            newly = in_flight[:i]
+            del in_flight[:i]
+            return newly
+        newly = []
         keep: list[Segment] = []
-        base, acked, fin_acked = self.base, self.acked, self.fin_acked
-        for seg in self.in_flight:
+        acked = self.acked
+        for seg in in_flight:
             if seg.fin and not fin_acked:
                 keep.append(seg)
-            elif seg.end <= base or (acked and acked.covers(max(seg.start, base), seg.end)):
+            elif seg.end <= base or acked.covers(max(seg.start, base), seg.end):
                 newly.append(seg)
             else:
                 keep.append(seg)
         self.in_flight = keep
+        if not keep:
+            self.in_order = True
         return newly
 
     def _drop_acked_from_lost(self) -> None:
@@ -146,6 +161,7 @@ class StreamSender:
         self.acked = RangeSet()
         self.lost = RangeSet()
         self.in_flight.clear()
+        self.in_order = True
         if self.fin_sent:
             self.fin_acked = True
             self.fin_lost = False
