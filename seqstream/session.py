@@ -551,6 +551,8 @@ class Session:
             if self._hello_needed or self._hello_due(now):
                 return self._hello_packet(now)
             return []
+        if not self._has_output(now):
+            return []
         builder = PacketBuilder(max_packet=self.max_packet, first_pn=self._pn, header=lambda: self._header(now))
         if self._hello_needed:
             builder.add(f.encode_frame(self._hello()), eliciting=False)
@@ -588,6 +590,28 @@ class Session:
             self._last_eliciting_sent = now
         self.stats["packets_sent"] += len(packets)
         return packets
+
+    def _has_output(self, now: float) -> bool:
+        """Cheap check that a packet would carry something (most flushes carry nothing)."""
+        if self._hello_needed or self._control or self._close_frame is not None:
+            return True
+        if self._acks_pending and (
+            self._ack_immediate or (self._ack_deadline is not None and now >= self._ack_deadline)
+        ):
+            return True
+        if self._max_data - self._max_data_sent >= self.config.session_window // 2:
+            return True
+        ping = self._ping_deadline()
+        if ping is not None and now >= ping:
+            return True
+        for stream in self._streams.values():
+            if stream.reset_needs_send or stream.open_needs_send:
+                return True
+            if stream.reset_code is None:
+                sender = stream.sender
+                if sender.lost or sender.fin_lost or sender.has_unsent:
+                    return True
+        return False
 
     def _hello(self) -> f.Hello:
         return f.Hello(
