@@ -408,6 +408,7 @@ class Session:
             return
         if not new:
             self.stats["duplicate_data"] += 1
+            self._max_data_sent = 0  # the peer may be probing a window we announced in vain
         if data or fin:
             self._events.append(StreamDataReceived(frame.stream_id, data, fin))
         self._eliciting_since_ack += 1
@@ -564,8 +565,9 @@ class Session:
             if frame is not None:
                 builder.add(f.encode_frame(frame), eliciting=False, ack=True)
         max_data_due = self._max_data - self._max_data_sent >= self.config.session_window // 2
-        if had_acks or max_data_due:
-            # Credit rides with every ack, so a lost MAX_DATA is repaired by the next one.
+        if max_data_due:
+            # A lost update is repaired on request: duplicates (window probes) and
+            # pings make us send it again (_max_data_sent = 0).
             builder.add(f.encode_frame(f.MaxData(self._max_data)), eliciting=False, ack=True)
         for control in self._control:
             builder.add(f.encode_frame(control), eliciting=isinstance(control, f.Ping | f.Data))
