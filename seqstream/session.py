@@ -569,6 +569,7 @@ class Session:
             # A lost update is repaired on request: duplicates (window probes) and
             # pings make us send it again (_max_data_sent = 0).
             builder.add(f.encode_frame(f.MaxData(self._max_data)), eliciting=False, ack=True)
+            self._max_data_sent = self._max_data
         for control in self._control:
             builder.add(f.encode_frame(control), eliciting=isinstance(control, f.Ping | f.Data))
         self._control.clear()
@@ -585,7 +586,6 @@ class Session:
             self._ack_deadline = None
             self._eliciting_since_ack = 0
             self._unacked_bytes = 0
-        self._max_data_sent = self._max_data
         packets = builder.finish()
         self._pn = builder.pn
         if builder.eliciting_sent:

@@ -58,3 +58,25 @@ def test_bulk_echo_with_loss():
     pair.handlers["device"] = collector(pair, "device", got)
     pair.run(lambda: sid not in pair.device.stream_ids and not pair.cloud.stream_ids, max_time=60)
     assert bytes(got[sid]) == payload
+
+
+def test_session_credit_keeps_flowing_without_probes():
+    """Beyond the session window, MAX_DATA updates must arrive on their own:
+    a lossless link needs no probe timeout and sees no duplicate."""
+    from seqstream import SessionConfig
+
+    config = SessionConfig(stream_window=64 * 1024, session_window=256 * 1024, min_rto=0.05, initial_rtt=0.01)
+    pair = Pair(config=config)
+    pair.connect()
+    pair.run(lambda: pair.device.established and pair.cloud.established, max_time=5)
+    payload = bytes(range(256)) * 8000  # 2 MB: eight session windows
+    sid = pair.device.open_stream({}, now=pair.now)
+    pair.device.send_stream_data(sid, payload, end_stream=True, now=pair.now)
+    got: dict[int, bytearray] = {}
+    pair.handlers["cloud"] = echo_handler(pair, "cloud")
+    pair.handlers["device"] = collector(pair, "device", got)
+    pair.run(lambda: not pair.device.stream_ids and not pair.cloud.stream_ids, max_time=60)
+    assert bytes(got[sid]) == payload
+    for session in (pair.device, pair.cloud):
+        assert session.stats["probe_timeouts"] == 0, session.stats
+        assert session.stats["duplicate_data"] == 0, session.stats
