@@ -245,6 +245,7 @@ class Endpoint:
             self.stats["bad_presence"] += 1
             return
         peer_name = CLOUD_PEER if self.role is Role.DEVICE else name
+        self.stats["presence_online" if online else "presence_offline"] += 1
         self._presence[peer_name] = online
         peer = self._peers.get(peer_name)
         if peer is not None:

@@ -161,3 +161,25 @@ async def test_mqtt311_forced_on_mosquitto(fresh_mosquitto):
         stream.write(b"v3")
         stream.write_eof()
         assert await asyncio.wait_for(stream.readall(), 10) == b"v3"
+
+
+async def test_will_announces_a_device_that_vanished(broker):
+    """Cut the device's TCP connection without DISCONNECT: the broker publishes
+    its will, the cloud sees it offline, and the reconnecting device comes back
+    online with its streams intact."""
+    import socket
+
+    async with pair(broker, will_delay=0) as (cloud, dev):
+        stream = await cloud.open_stream({"kind": "echo"}, peer=dev.name)
+        stream.write(b"before")
+        assert await asyncio.wait_for(stream.readexactly(6), 10) == b"before"
+        offline_before = cloud.stats["presence_offline"]
+        dev.link._client._client.socket().shutdown(socket.SHUT_RDWR)  # a crash, as the broker sees it
+        for _ in range(200):
+            if cloud.stats["presence_offline"] > offline_before:
+                break
+            await asyncio.sleep(0.05)
+        assert cloud.stats["presence_offline"] > offline_before, "no will message arrived"
+        stream.write(b"after")
+        assert await asyncio.wait_for(stream.readexactly(5), 20) == b"after"
+        assert dev.stats["disconnects"] >= 1
