@@ -19,6 +19,9 @@ class SessionConfig:
     """Bytes a peer may send on one stream beyond what our reader consumed."""
     session_window: int = 64 * 1024 * 1024
     """Bytes a peer may send on all streams beyond what our readers consumed."""
+    max_in_flight: int = 2 * 1024 * 1024
+    """Unacknowledged bytes in flight per session: bounds queueing delay for
+    interactive streams sharing the session with a bulk transfer."""
     max_ack_delay: float = 0.002
     batch_delay: float = 0.002
     """Longest a small write waits to be coalesced while data is in flight."""

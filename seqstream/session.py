@@ -120,7 +120,7 @@ class Session:
         # Each MQTT message costs about the same whatever its size, so acks are
         # sparse: at a quarter window of data, on gaps, duplicates and FINs,
         # or after max_ack_delay.
-        self._ack_bytes = self.config.stream_window // 16
+        self._ack_bytes = min(self.config.stream_window // 16, self.config.max_in_flight // 8)
         # timestamps echoed for RTT samples
         self._echo_ts = 0
         self._echo_received_at: float | None = None
@@ -132,6 +132,7 @@ class Session:
         self._control: list[f.Frame] = []
         self._close_frame: f.Close | None = None
         self._rr = 0  # round-robin start for new data
+        self._in_flight = 0
 
     # ------------------------------------------------------------------ queries
 
@@ -702,6 +703,10 @@ class Session:
         self._batch_deadline = None
         if not streams:
             return
+        # Bytes sent and not yet acknowledged, over all streams: capped so the
+        # queues between us and the peer stay short and a keystroke on one
+        # stream does not wait behind megabytes of another stream's transfer.
+        self._in_flight = sum(s.sender.next_offset - s.sender.base for s in streams)
         self._rr = (self._rr + 1) % len(streams)
         active = streams[self._rr :] + streams[: self._rr]
         while active:
@@ -721,7 +726,7 @@ class Session:
         sender = stream.sender
         if not sender.has_unsent:
             return False
-        session_room = self._peer_max_data - self._sent_total
+        session_room = min(self._peer_max_data - self._sent_total, self.config.max_in_flight - self._in_flight)
         available = min(sender.sendable_new(), max(session_room, 0))
         unsent = sender.write_offset - sender.next_offset
         final_chunk = sender.fin_queued and available == unsent
@@ -745,6 +750,7 @@ class Session:
         fin = sender.fin_queued and start + length == sender.write_offset
         sender.next_offset += length
         self._sent_total += length
+        self._in_flight += length
         if fin:
             sender.fin_sent = True
         self._emit_segment(builder, stream, start, start + length, fin, now)

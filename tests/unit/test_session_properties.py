@@ -17,6 +17,7 @@ CONFIG = SessionConfig(
     max_packet=4096,
     stream_window=64 * 1024,
     session_window=256 * 1024,
+    max_in_flight=96 * 1024,
     min_rto=0.01,
     initial_rtt=0.01,
     idle_timeout=120.0,
@@ -69,6 +70,8 @@ def check_flow_control(pair: Pair, readers: dict[str, Reader]) -> None:
             held = len(readers[name].buffered.get(sid, b"")) + sum(len(c) for c in r.pending.values())
             assert held <= r.window, f"{name}: stream {sid} holds {held} > window {r.window}"
         assert session._recv_total <= session._max_data, f"{name}: session credit exceeded"
+        unacked = sum(s.sender.next_offset - s.sender.base for s in session._streams.values() if s.reset_code is None)
+        assert unacked <= CONFIG.max_in_flight + CONFIG.max_packet, f"{name}: {unacked} bytes in flight"
 
 
 streams_strategy = st.lists(
