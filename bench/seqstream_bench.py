@@ -9,6 +9,8 @@ these machines are noisy:
 * lossy_goodput_ratio  goodput with 5% of packets dropped in both directions /
                        lossless goodput (goal >= 0.5)
 * fanout_ratio         aggregate goodput of 100 concurrent streams / one stream
+* echo_during_bulk_*   64-byte echo on one stream while another streams bulk data
+                       (head-of-line delay; bounded by SessionConfig.max_in_flight)
 
 Run: python bench/seqstream_bench.py [--json] [--broker mqtt://host:port] [--quick]
 """
@@ -225,6 +227,11 @@ async def run(broker: BrokerConfig, quick: bool) -> dict[str, object]:
         for _ in range(ROUNDS):
             seq_rtt += await pair.rtt(64, rounds // ROUNDS)
             raw_samples += await raw_rtt(broker, 64, rounds // ROUNDS, protocol)
+        log("echo while another stream runs a bulk transfer ...")
+        bulk = asyncio.create_task(pair.bulk(total * 2))
+        await asyncio.sleep(0.2)
+        loaded_rtt = await pair.rtt(64, 100)
+        await bulk
     raw_mbps = statistics.median(raw_runs)
     seq_mbps = statistics.median(seq_runs)
     other = "3.1.1" if protocol == "5" else "5"
@@ -249,6 +256,8 @@ async def run(broker: BrokerConfig, quick: bool) -> dict[str, object]:
         seqstream_rtt_p50_ms=round(seq_p50 * 1000, 3),
         seqstream_rtt_p99_ms=round(sorted(seq_rtt)[int(len(seq_rtt) * 0.99)] * 1000, 3),
         rtt_ratio=round(seq_p50 / raw_p50, 3),
+        echo_during_bulk_p50_ms=round(statistics.median(loaded_rtt) * 1000, 2),
+        echo_during_bulk_p90_ms=round(sorted(loaded_rtt)[89] * 1000, 2),
         lossy_goodput_mbps=round(lossy_mbps, 1),
         lossy_goodput_ratio=round(lossy_mbps / seq_mbps, 3),
         fanout_streams=100,

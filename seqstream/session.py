@@ -682,12 +682,28 @@ class Session:
                 stream.open_needs_send = False
 
     def _write_data(self, builder: PacketBuilder, now: float) -> None:
-        """Retransmissions first, then new data, one chunk per stream per round."""
+        """Retransmissions first, then new data, one chunk per stream per round.
+
+        Both stay under ``max_in_flight``: the bytes travelling (segments sent,
+        not acked, not declared lost - TCP's "pipe"), so the queues between us
+        and the peer stay short and a keystroke on one stream does not wait
+        behind megabytes of another stream's transfer, while a hole being
+        repaired does not stall sending.
+        """
         streams = [s for s in self._streams.values() if s.reset_code is None]
+        self._batch_deadline = None
+        if not streams:
+            return
+        cap = self.config.max_in_flight
+        self._in_flight = sum(seg.end - seg.start for s in streams for seg in s.sender.in_flight)
         for stream in streams:
             sender = stream.sender
-            while sender.lost:
+            while sender.lost and self._in_flight < cap:
                 start, end = sender.lost.pop_first()
+                if end - start > cap - self._in_flight:  # send what fits, keep the rest
+                    cut = start + cap - self._in_flight
+                    sender.lost.add(cut, end)
+                    end = cut
                 self.stats["retransmitted_bytes"] += end - start
                 while start < end:
                     room = self._data_room(builder)
@@ -700,13 +716,6 @@ class Session:
             if sender.fin_lost and not sender.fin_acked:
                 sender.fin_lost = False
                 self._emit_segment(builder, stream, sender.next_offset, sender.next_offset, True, now)
-        self._batch_deadline = None
-        if not streams:
-            return
-        # Bytes sent and not yet acknowledged, over all streams: capped so the
-        # queues between us and the peer stay short and a keystroke on one
-        # stream does not wait behind megabytes of another stream's transfer.
-        self._in_flight = sum(s.sender.next_offset - s.sender.base for s in streams)
         self._rr = (self._rr + 1) % len(streams)
         active = streams[self._rr :] + streams[: self._rr]
         while active:
@@ -750,7 +759,6 @@ class Session:
         fin = sender.fin_queued and start + length == sender.write_offset
         sender.next_offset += length
         self._sent_total += length
-        self._in_flight += length
         if fin:
             sender.fin_sent = True
         self._emit_segment(builder, stream, start, start + length, fin, now)
@@ -767,6 +775,7 @@ class Session:
         builder.add_parts((f.encode_data_prefix(stream.stream_id, start, len(payload), fin), payload))
         if sender.in_flight and start < sender.in_flight[-1].end:
             sender.in_order = False
+        self._in_flight += end - start
         sender.in_flight.append(Segment(start, end, fin, builder.pn, now))
         self.stats["data_frames_sent"] += 1
 

@@ -70,8 +70,8 @@ def check_flow_control(pair: Pair, readers: dict[str, Reader]) -> None:
             held = len(readers[name].buffered.get(sid, b"")) + sum(len(c) for c in r.pending.values())
             assert held <= r.window, f"{name}: stream {sid} holds {held} > window {r.window}"
         assert session._recv_total <= session._max_data, f"{name}: session credit exceeded"
-        unacked = sum(s.sender.next_offset - s.sender.base for s in session._streams.values() if s.reset_code is None)
-        assert unacked <= CONFIG.max_in_flight + CONFIG.max_packet, f"{name}: {unacked} bytes in flight"
+        flight = sum(g.end - g.start for s in session._streams.values() for g in s.sender.in_flight)
+        assert flight <= CONFIG.max_in_flight + CONFIG.max_packet, f"{name}: {flight} bytes in flight"
 
 
 streams_strategy = st.lists(
