@@ -120,7 +120,7 @@ class Session:
         # Each MQTT message costs about the same whatever its size, so acks are
         # sparse: at a quarter window of data, on gaps, duplicates and FINs,
         # or after max_ack_delay.
-        self._ack_bytes = min(self.config.stream_window // 16, self.config.max_in_flight // 8)
+        self._ack_bytes = min(self.config.stream_window // 16, self.config.max_in_flight // 4)
         # timestamps echoed for RTT samples
         self._echo_ts = 0
         self._echo_received_at: float | None = None
