@@ -18,21 +18,6 @@ import pytest
 
 from edge_agent.podspec import LABEL_NODE
 from edge_agent.runtime import DockerConfig, DockerRuntime
-from tests.support.docker import DockerUnavailable, ensure_dockerd, ensure_test_images
-
-
-@pytest.fixture(scope="session")
-def docker_host() -> str:
-    """DOCKER_HOST of the engine; tests that need docker fail (not skip) without it."""
-    reason = ""
-    try:
-        host = ensure_dockerd()
-        ensure_test_images(host)
-    except DockerUnavailable as exc:
-        reason = str(exc)
-    if reason:
-        pytest.fail(f"these tests need a real Docker Engine and could not get one:\n{reason}", pytrace=False)
-    return host
 
 
 def remove_node_containers(docker_host: str, node: str) -> int:
