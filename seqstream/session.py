@@ -47,7 +47,7 @@ from .stream import FlowError, Segment, StreamReceiver, StreamSender, StreamStat
 
 HAS_ECHO = 0x01
 _MIN_DATA_CHUNK = 512  # don't start a DATA frame in less room than this
-_MAX_HELLO_INTERVAL = 30.0
+_MAX_HELLO_INTERVAL = 10.0  # keeps a lossy link from stretching the handshake
 
 
 class Role(StrEnum):
@@ -572,7 +572,9 @@ class Session:
             builder.add(f.encode_frame(f.MaxData(self._max_data)), eliciting=False, ack=True)
             self._max_data_sent = self._max_data
         for control in self._control:
-            builder.add(f.encode_frame(control), eliciting=isinstance(control, f.Ping | f.Data))
+            # Pings are not "eliciting" here: that flag anchors the probe timer,
+            # and keepalives must not postpone the repair of lost data forever.
+            builder.add(f.encode_frame(control), eliciting=isinstance(control, f.Data))
         self._control.clear()
         self._write_stream_control(builder, now)
         self._write_data(builder, now)
@@ -783,7 +785,7 @@ class Session:
         deadline = self._ping_deadline()
         if deadline is not None and now >= deadline:
             self._ping_ident = (self._ping_ident + 1) & f.MAX_U32
-            builder.add(f.encode_frame(f.Ping(self._ping_ident)), eliciting=True)
+            builder.add(f.encode_frame(f.Ping(self._ping_ident)), eliciting=False)
             self._last_ping_sent = now
 
     def _ping_deadline(self) -> float | None:

@@ -94,6 +94,12 @@ streams_strategy = st.lists(
 @example(
     seed=9, loss=0.2, duplicate=0.1, reorder=0.3, outage=None, streams=[("cloud", 150_000, True)] * 4, read_rate=512
 )
+# Regressions: keepalive pings postponed the FIN's probe forever; a lost
+# handshake confirmation waited behind a 30 s hello back-off.
+@example(
+    seed=20389, loss=0.25, duplicate=0.0, reorder=0.28125, outage=None, streams=[("device", 0, False)], read_rate=512
+)
+@example(seed=6707, loss=0.25, duplicate=0.0, reorder=0.25, outage=None, streams=[("device", 0, False)], read_rate=512)
 @given(
     seed=st.integers(0, 2**32),
     loss=st.floats(0, 0.25),
