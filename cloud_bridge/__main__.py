@@ -1,0 +1,75 @@
+"""``python -m cloud_bridge``: run the bridge until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+from seqstream.mqtt import BrokerConfig
+
+from .app import Bridge, BridgeConfig
+from .kubelet import ServerConfig
+from .nodes import NodeSettings
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="cloud_bridge", description="edge devices as Kubernetes nodes over MQTT")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
+    p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port or mqtts://")
+    p.add_argument("--kubelet-address", default="127.0.0.1", help="address the apiserver reaches the kubelet API at")
+    p.add_argument("--kubelet-bind", default="0.0.0.0")
+    p.add_argument("--kubelet-port", type=int, default=10250)
+    p.add_argument("--tls-cert", type=Path)
+    p.add_argument("--tls-key", type=Path)
+    p.add_argument("--client-ca", type=Path)
+    p.add_argument("--no-kubelet", action="store_true", help="do not serve the kubelet API")
+    p.add_argument("--log-level", default="INFO")
+    return p.parse_args(argv)
+
+
+def api_client(kubeconfig: str | None):
+    import kubernetes
+
+    if kubeconfig:
+        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
+    kubernetes.config.load_incluster_config()
+    return kubernetes.client.ApiClient()
+
+
+async def run(args: argparse.Namespace) -> None:
+    kubelet = None
+    if not args.no_kubelet:
+        if not (args.tls_cert and args.tls_key and args.client_ca):
+            raise SystemExit("--tls-cert, --tls-key and --client-ca are required (or --no-kubelet)")
+        kubelet = ServerConfig(
+            cert_file=args.tls_cert,
+            key_file=args.tls_key,
+            client_ca_file=args.client_ca,
+            host=args.kubelet_bind,
+            port=args.kubelet_port,
+        )
+    config = BridgeConfig(
+        broker=BrokerConfig.from_url(args.broker),
+        nodes=NodeSettings(kubelet_address=args.kubelet_address, kubelet_port=args.kubelet_port),
+        kubelet=kubelet,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Bridge(config, api_client(args.kubeconfig)):
+        logging.getLogger("cloud_bridge").info("bridge running")
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
