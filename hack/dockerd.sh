@@ -56,6 +56,8 @@ daemon_pid() { # prints the pid of our live dockerd, or nothing
   local pid; pid="$(cat "$PIDFILE" 2>/dev/null || true)"
   [[ "$pid" =~ ^[0-9]+$ ]] || return 0
   [[ -r "/proc/$pid/comm" && "$(cat "/proc/$pid/comm")" == dockerd ]] || return 0
+  # A killed daemon whose parent never reaps it stays a zombie: not alive.
+  [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] || return 0
   echo "$pid"
 }
 
@@ -142,6 +144,18 @@ start() {
   fi
   install_docker
   local pid; pid="$(daemon_pid)"
+  if [[ -n "$pid" ]]; then
+    # A daemon that does not answer within 15 s is wedged or left over from a
+    # killed run (CI ends every process of the session): replace it.
+    local settle=$((SECONDS + 15))
+    until answers || [[ -z "$(daemon_pid)" ]] || (( SECONDS >= settle )); do sleep 0.2; done
+    if ! answers; then
+      log "dockerd pid $pid does not answer; replacing it"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      pid=""
+    fi
+  fi
   if [[ -z "$pid" ]]; then
     rm -f "$PIDFILE" "$SOCK"
     local flags=()
