@@ -86,18 +86,5 @@ class RangeSet:
             gaps.append((pos, end))
         return gaps
 
-    def first_end_from(self, start: int) -> int:
-        """End of the contiguous run that begins at or covers ``start`` (or ``start``)."""
-        idx = bisect_right(self._starts, start) - 1
-        if idx >= 0 and self._ends[idx] >= start:
-            return self._ends[idx]
-        return start
-
     def pop_first(self) -> tuple[int, int]:
         return self._starts.pop(0), self._ends.pop(0)
-
-    @property
-    def bounds(self) -> tuple[int, int] | None:
-        if not self._starts:
-            return None
-        return self._starts[0], self._ends[-1]

@@ -165,9 +165,6 @@ class Session:
         stream = self._streams.get(stream_id)
         return stream.sender.unacked if stream and stream.reset_code is None else 0
 
-    def metadata(self, stream_id: int) -> dict[str, Any]:
-        return self._streams[stream_id].metadata
-
     # ------------------------------------------------------------------ commands
 
     def connect(self, now: float) -> None:
@@ -369,6 +366,7 @@ class Session:
         self._max_data = self.config.session_window
         self._max_data_sent = 0
         self._acks_pending.clear()
+        self._final_acks.clear()
         self._largest_acked_pn = -1
         self._loss_time = None
 

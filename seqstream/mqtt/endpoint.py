@@ -145,7 +145,7 @@ class Endpoint:
         core = Session(role=self.role, epoch=self.epoch, config=self.session_config)
         topic = self.layout.up(self.name) if self.role is Role.DEVICE else self.layout.down(peer)
         session = PeerSession(self, peer, core, topic)
-        session.online = self._peer_online(peer)
+        session.online = self._presence.get(peer)
         self._peers[peer] = session
         if self.link.info is not None and self.link.connected.is_set():
             core.set_transport_limit(self.link.info.max_packet - len(topic) if self.link.info.max_packet else None)
@@ -255,9 +255,6 @@ class Endpoint:
             timer.cancel()
         if not online and peer is not None and peer.streams and self._loop is not None:
             self._offline_timers[peer_name] = self._loop.call_later(self.offline_grace, self._peer_gone, peer_name)
-
-    def _peer_online(self, name: str) -> bool | None:
-        return self._presence.get(name)
 
     def _peer_gone(self, name: str) -> None:
         self._offline_timers.pop(name, None)
