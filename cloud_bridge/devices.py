@@ -5,7 +5,8 @@ device opens a ``control`` stream; its ``NodeHello`` makes the device a Ready
 Node, ``NodeStatus`` heartbeats it, ``PodStatusReport`` is written into the
 Pod's status, and the end of the stream or an offline presence makes the Node
 NotReady. Other modules hook in through ``on_hello`` / ``on_message`` so this
-one knows nothing about desired pods.
+one knows nothing about desired pods, and through ``stream_handlers`` to serve
+other stream kinds a device opens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ log = logging.getLogger("cloud_bridge.devices")
 
 HelloHook = Callable[[str, fp.NodeHello], Awaitable[None]]
 MessageHook = Callable[[str, Any], Awaitable[None]]
+StreamHandler = Callable[[Stream, Any], Awaitable[None]]
+"""Serves one device-opened stream: ``(stream, parsed open request)``."""
 
 
 def _time(value: float | None) -> str | None:
@@ -122,6 +125,8 @@ class DeviceHub:
         self.controls: dict[str, Stream] = {}
         self.on_hello: list[HelloHook] = []
         self.on_message: list[MessageHook] = []
+        self.stream_handlers: dict[fp.StreamKind, StreamHandler] = {}
+        """Device-opened stream kinds besides ``control``, by kind."""
         self._poll = poll
         self._heartbeat_min = heartbeat_min_seconds
         self._last_heartbeat: dict[str, float] = {}
@@ -173,10 +178,25 @@ class DeviceHub:
             except fp.FleetProtoError as exc:
                 stream.reset(fp.AppError.BAD_REQUEST, str(exc))
                 continue
-            if not isinstance(request, fp.ControlOpen):
-                stream.reset(fp.AppError.NOT_IMPLEMENTED, "the cloud accepts only control streams")
+            if isinstance(request, fp.ControlOpen):
+                self._spawn(self._serve(stream), f"bridge-control-{stream.peer_name}")
                 continue
-            self._spawn(self._serve(stream), f"bridge-control-{stream.peer_name}")
+            handler = self.stream_handlers.get(request.kind)
+            if handler is None:
+                stream.reset(fp.AppError.NOT_IMPLEMENTED, f"the cloud does not serve {request.kind} streams")
+                continue
+            self._spawn(self._serve_other(handler, stream, request), f"bridge-{request.kind}-{stream.peer_name}")
+
+    async def _serve_other(self, handler: StreamHandler, stream: Stream, request: Any) -> None:
+        try:
+            await handler(stream, request)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s stream from %s failed", request.kind, stream.peer_name)
+            if not stream.finished:
+                with contextlib.suppress(Exception):
+                    stream.reset(fp.AppError.INTERNAL, f"bridge error: {exc}")
 
     async def _serve(self, stream: Stream) -> None:
         device = stream.peer_name
