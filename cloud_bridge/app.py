@@ -29,7 +29,9 @@ class BridgeConfig:
     """None: no kubelet API server (Nodes and Pods only)."""
     replica: str = field(default_factory=lambda: f"bridge-{uuid.uuid4().hex[:6]}")
     session_config: SessionConfig | None = None
-    pod_poll_seconds: float = 1.0
+    pod_poll_seconds: float = 10.0
+    """Full pod list at least this often; a watch triggers one as soon as a pod changes."""
+    pod_watch: bool = True
     presence_poll_seconds: float = 0.5
     heartbeat_min_seconds: float = 10.0
     """Lease/Ready heartbeats written at most this often per device (lease is 40 s)."""
@@ -48,7 +50,7 @@ class Bridge:
             poll=config.presence_poll_seconds,
             heartbeat_min_seconds=config.heartbeat_min_seconds,
         )
-        self.pods = PodSync(self.hub, api_client, interval=config.pod_poll_seconds)
+        self.pods = PodSync(self.hub, api_client, interval=config.pod_poll_seconds, watch=config.pod_watch)
         self.provider = MqttProvider(self.hub, self.pods)
         self.server: KubeletServer | None = None
 

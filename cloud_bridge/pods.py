@@ -1,9 +1,9 @@
 """Desired pods: Pods bound to device nodes -> PodUpsert / PodDelete / Sync.
 
-Polls the apiserver (list + resourceVersion change detection) rather than
-holding a watch: the synchronous kubernetes client's watch cannot be
-cancelled cleanly from asyncio, and a one-second list is cheap at fleet
-sizes one bridge serves. Everything that needs the API (ConfigMaps, Secrets)
+Level-triggered: each round lists the bound pods and reconciles. A watch
+(``ChangeWatch``) starts a round as soon as a pod changes, so a new or
+deleted pod reaches its device in milliseconds while the full list runs only
+every ``interval`` seconds as a safety net. Everything that needs the API (ConfigMaps, Secrets)
 is resolved here, so the device needs no cluster access.
 """
 
@@ -22,6 +22,7 @@ import fleetproto as fp
 
 from .devices import DeviceHub
 from .nodes import LABEL_DEVICE
+from .watch import ChangeWatch
 
 log = logging.getLogger("cloud_bridge.pods")
 
@@ -211,7 +212,7 @@ def desired_pod(pod: dict[str, Any], res: Resolver) -> fp.DesiredPod:
 class PodSync:
     """Keeps devices' desired pods in step with the Pods bound to their nodes."""
 
-    def __init__(self, hub: DeviceHub, api_client: Any, *, interval: float = 1.0) -> None:
+    def __init__(self, hub: DeviceHub, api_client: Any, *, interval: float = 1.0, watch: bool = True) -> None:
         from kubernetes import client
 
         self.hub = hub
@@ -223,6 +224,11 @@ class PodSync:
         self.pods: dict[tuple[str, str], PodEntry] = {}
         self._generation = int(time.time() * 1000)  # grows across bridge restarts too
         self._task: asyncio.Task[None] | None = None
+        self._watch = (
+            ChangeWatch(self._core.list_pod_for_all_namespaces, "pods", field_selector="spec.nodeName!=")
+            if watch
+            else None
+        )
         self._lock = asyncio.Lock()
         hub.on_hello.append(self._on_hello)
         hub.on_message.append(self._on_message)
@@ -235,6 +241,8 @@ class PodSync:
         return self._generation
 
     async def start(self) -> None:
+        if self._watch is not None:
+            self._watch.start()
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="bridge-pods")
 
@@ -243,10 +251,15 @@ class PodSync:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        if self._watch is not None:
+            await self._watch.close()
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            if self._watch is not None:
+                await self._watch.wait(self.interval)
+            else:
+                await asyncio.sleep(self.interval)
             try:
                 await self.refresh()
             except Exception:

@@ -66,7 +66,7 @@ def fleet_bridge(control_plane: ControlPlane, bridge_pki: BridgePki, broker: Bro
             stream_creation_timeout=10,
         ),
         session_config=FAST,
-        pod_poll_seconds=0.5,
+        pod_poll_seconds=30,  # the watch must carry changes; the list is only a safety net
     )
     thread = BridgeThread(config, str(control_plane.kubeconfig_path)).start()
     try:
