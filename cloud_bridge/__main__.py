@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
+from collections.abc import Awaitable
+from dataclasses import replace
 from pathlib import Path
 
 from seqstream.mqtt import BrokerConfig
 
 from .app import Bridge, BridgeConfig
 from .kubelet import ServerConfig
+from .leader import LeaderElection
 from .nodes import NodeSettings
 
 
@@ -19,6 +24,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="cloud_bridge", description="edge devices as Kubernetes nodes over MQTT")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
     p.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port or mqtts://")
+    p.add_argument(
+        "--broker-password-file", type=Path, help="file holding the broker password (a mounted Secret), not in the URL"
+    )
     p.add_argument("--kubelet-address", default="127.0.0.1", help="address the apiserver reaches the kubelet API at")
     p.add_argument("--kubelet-bind", default="0.0.0.0")
     p.add_argument("--kubelet-port", type=int, default=10250)
@@ -26,6 +34,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--client-ca", type=Path)
     p.add_argument("--no-kubelet", action="store_true", help="do not serve the kubelet API")
+    p.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of a Lease serves (the others wait)",
+    )
+    p.add_argument("--leader-namespace", default=os.environ.get("POD_NAMESPACE", "edgefleet-system"))
+    p.add_argument("--leader-lease", default="edgefleet-bridge", help="name of the leader-election Lease")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -51,8 +66,11 @@ async def run(args: argparse.Namespace) -> None:
             host=args.kubelet_bind,
             port=args.kubelet_port,
         )
+    broker = BrokerConfig.from_url(args.broker)
+    if args.broker_password_file:
+        broker = replace(broker, password=args.broker_password_file.read_text().strip())
     config = BridgeConfig(
-        broker=BrokerConfig.from_url(args.broker),
+        broker=broker,
         nodes=NodeSettings(kubelet_address=args.kubelet_address, kubelet_port=args.kubelet_port),
         kubelet=kubelet,
     )
@@ -60,9 +78,34 @@ async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Bridge(config, api_client(args.kubeconfig)):
-        logging.getLogger("cloud_bridge").info("bridge running")
-        await stop.wait()
+    api = api_client(args.kubeconfig)
+    leader = None
+    if args.leader_elect:
+        identity = f"{socket.gethostname()}-{config.replica}"
+        leader = LeaderElection(api, namespace=args.leader_namespace, name=args.leader_lease, identity=identity)
+        if not await _first(leader.acquire(), stop.wait()):
+            return
+    try:
+        async with Bridge(config, api):
+            logging.getLogger("cloud_bridge").info("bridge running")
+            if leader is not None and await _first(leader.lost.wait(), stop.wait()):
+                raise SystemExit("lost the leader lease; exiting so a standby takes over")
+            await stop.wait()
+    finally:
+        if leader is not None:
+            await leader.release()
+
+
+async def _first(ours: Awaitable[object], stop: Awaitable[object]) -> bool:
+    """Run both; True if ``ours`` finished first (``stop`` cancels it)."""
+    task, stopper = asyncio.ensure_future(ours), asyncio.ensure_future(stop)
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        return task.done() and not stopper.done()
+    finally:
+        for t in (task, stopper):
+            t.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> None:
