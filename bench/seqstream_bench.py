@@ -108,8 +108,8 @@ async def raw_rtt(broker: BrokerConfig, size: int, rounds: int, protocol: str) -
 class Pair:
     """A cloud and a device endpoint on the same broker, with an echo/sink server."""
 
-    def __init__(self, broker: BrokerConfig, name: str, loss: float = 0.0) -> None:
-        config = SessionConfig()
+    def __init__(self, broker: BrokerConfig, name: str, loss: float = 0.0, config: SessionConfig | None = None) -> None:
+        config = config or SessionConfig()
         self.cloud = cloud_endpoint(broker, replica=f"bench-{name}", session_config=config)
         self.device = device_endpoint(f"bench-{name}", broker, session_config=config)
         self.loss = loss

@@ -20,8 +20,13 @@ class SessionConfig:
     session_window: int = 64 * 1024 * 1024
     """Bytes a peer may send on all streams beyond what our readers consumed."""
     max_in_flight: int = 2 * 1024 * 1024
-    """Unacknowledged bytes in flight per session: bounds queueing delay for
-    interactive streams sharing the session with a bulk transfer."""
+    """Most unacknowledged bytes in flight per session. The actual cap adapts
+    below this to keep the queue near ``queue_target`` (see inflight.py), so
+    interactive streams sharing the session with a bulk transfer stay snappy."""
+    min_in_flight: int = 64 * 1024
+    """The adaptive cap never goes below this."""
+    queue_target: float = 0.03
+    """Queueing delay (seconds) the in-flight cap aims at; 0 keeps it fixed at max_in_flight."""
     max_ack_delay: float = 0.002
     batch_delay: float = 0.002
     """Longest a small write waits to be coalesced while data is in flight."""
@@ -41,7 +46,9 @@ class SessionConfig:
             raise ValueError(f"stream_window must be at least {MIN_STREAM_WINDOW} bytes")
         if self.session_window < max(MIN_SESSION_WINDOW, self.stream_window):
             raise ValueError("session_window must be at least max(256 KiB, stream_window)")
-        for name in ("max_ack_delay", "batch_delay", "min_rto", "hello_interval"):
+        if self.min_in_flight <= 0:
+            raise ValueError("min_in_flight must be positive")
+        for name in ("max_ack_delay", "batch_delay", "min_rto", "hello_interval", "queue_target"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if not 0 < self.min_rto <= self.max_rto:

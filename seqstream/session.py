@@ -40,6 +40,7 @@ from .events import (
     StreamOpened,
     StreamReset,
 )
+from .inflight import InFlightLimit
 from .packetizer import PacketBuilder
 from .rangeset import RangeSet
 from .recovery import K_PACKET_THRESHOLD, RttEstimator
@@ -133,6 +134,14 @@ class Session:
         self._close_frame: f.Close | None = None
         self._rr = 0  # round-robin start for new data
         self._in_flight = 0
+        cfg = self.config
+        self._limit = InFlightLimit(
+            floor=min(cfg.min_in_flight, cfg.max_in_flight),
+            ceiling=cfg.max_in_flight,
+            initial=4 * cfg.max_packet,
+            target=cfg.queue_target,
+        )
+        self._acked_bytes = 0  # newly acked by the packet being processed
 
     # ------------------------------------------------------------------ queries
 
@@ -152,6 +161,11 @@ class Session:
     @property
     def smoothed_rtt(self) -> float:
         return self._rtt.smoothed
+
+    @property
+    def in_flight_limit(self) -> int:
+        """The current cap on unacknowledged bytes (adapts to the queueing delay)."""
+        return self._limit.limit
 
     @property
     def max_packet(self) -> int:
@@ -314,6 +328,7 @@ class Session:
             sample = age - header.echo_delay
             if 0 <= sample < 2**31:
                 self._rtt.update(sample / 1_000_000)
+                self._limit.on_rtt_sample(sample / 1_000_000, now)
         if not self.established and self.peer_epoch and self._peer_knows_us:
             self.state = SessionState.ESTABLISHED
             self._events.append(HandshakeCompleted(self.peer_epoch))
@@ -330,6 +345,8 @@ class Session:
             else:
                 self._on_control(frame, now)
         if acked_something:
+            acked, self._acked_bytes = self._acked_bytes, 0
+            self._limit.on_ack(acked, self._rtt.latest, cap_limited=2 * self._in_flight >= self._limit.limit)
             self._detect_losses(now)
 
     def _adopt_epoch(self, src_epoch: int, frames: list[f.Frame | f.UnknownFrame]) -> bool:
@@ -441,6 +458,7 @@ class Session:
             return False
         newly = sender.on_ack(frame.cumulative, frame.ranges, frame.fin)
         if newly:
+            self._acked_bytes += sum(s.end - s.start for s in newly)
             self._pto_count = 0
             self._last_progress = now
             delivered = [s.pn for s in newly if s.sent_at <= delivered_until + 1e-6]
@@ -694,7 +712,7 @@ class Session:
         self._batch_deadline = None
         if not streams:
             return
-        cap = self.config.max_in_flight
+        cap = self._limit.limit
         self._in_flight = sum(seg.end - seg.start for s in streams for seg in s.sender.in_flight)
         for stream in streams:
             sender = stream.sender
@@ -735,7 +753,7 @@ class Session:
         sender = stream.sender
         if not sender.has_unsent:
             return False
-        session_room = min(self._peer_max_data - self._sent_total, self.config.max_in_flight - self._in_flight)
+        session_room = min(self._peer_max_data - self._sent_total, self._limit.limit - self._in_flight)
         available = min(sender.sendable_new(), max(session_room, 0))
         unsent = sender.write_offset - sender.next_offset
         final_chunk = sender.fin_queued and available == unsent

@@ -24,6 +24,9 @@ class LinkProfile:
     delay: float = 0.001
     jitter: float = 0.0
     partitions: list[tuple[float, float]] = field(default_factory=list)  # (start, end) outages
+    bandwidth: float | None = None
+    """Bytes per second per direction (None: unlimited). Packets queue for the
+    link like at a broker writing to a slow subscriber: the queue is unbounded."""
 
 
 class Link:
@@ -34,6 +37,7 @@ class Link:
         self.seq = 0
         self.sent = 0
         self.dropped = 0
+        self.busy_until: dict[str, float] = {}  # per destination: when the serializer is free
 
     def partitioned(self, now: float) -> bool:
         return any(start <= now < end for start, end in self.profile.partitions)
@@ -47,6 +51,10 @@ class Link:
         copies = 2 if self.rng.random() < p.duplicate else 1
         for _ in range(copies):
             delay = p.delay + self.rng.random() * p.jitter
+            if p.bandwidth:
+                departs = max(now, self.busy_until.get(dst, now)) + len(packet) / p.bandwidth
+                self.busy_until[dst] = departs
+                delay += departs - now
             if self.rng.random() < p.reorder:
                 delay += self.rng.random() * 5 * p.delay + 0.002
             self.seq += 1
