@@ -45,11 +45,16 @@ def log(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def rss_split(pid: int) -> dict[str, float]:
+    """Heap and stacks (anon) vs mapped files (interpreter, .so libraries): where the RSS sits."""
+    return {"anon_mb": round(rss_mb(pid, "RssAnon"), 1), "file_mb": round(rss_mb(pid, "RssFile"), 1)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -125,6 +130,7 @@ async def run(quick: bool) -> dict[str, object]:
                 log(f"agent up (pid {pid}); settling {settle:.0f}s with no pods ...")
                 await asyncio.sleep(settle)
                 results["rss_idle_0_pods_mb"] = round(rss_mb(pid), 1)
+                results["rss_idle_0_pods_split"] = rss_split(pid)
                 results["cpu_idle_percent_0_pods"] = round(await idle_cpu_percent(pid, idle_window), 2)
 
                 log("pod start: agent vs docker run, alternating ...")
@@ -153,6 +159,7 @@ async def run(quick: bool) -> dict[str, object]:
                 log(f"settling {settle:.0f}s with 10 pods ...")
                 await asyncio.sleep(settle)
                 results["rss_idle_10_pods_mb"] = round(rss_mb(pid), 1)
+                results["rss_idle_10_pods_split"] = rss_split(pid)
                 results["cpu_idle_percent_10_pods"] = round(await idle_cpu_percent(pid, idle_window), 2)
                 for i in range(10):
                     control.send(fp.PodDelete(namespace="bench", name=f"pod-idle{i}", uid=f"idle{i}", grace_seconds=1))

@@ -17,7 +17,9 @@ from seqstream.mqtt import BrokerConfig
 from .app import Bridge, BridgeConfig
 from .kubelet import ServerConfig
 from .leader import LeaderElection
+from .node_ports import parse_range
 from .nodes import NodeSettings
+from .registry import CrdMissing
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,6 +32,26 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kubelet-address", default="127.0.0.1", help="address the apiserver reaches the kubelet API at")
     p.add_argument("--kubelet-bind", default="0.0.0.0")
     p.add_argument("--kubelet-port", type=int, default=10250)
+    p.add_argument(
+        "--kubelet-node-ports",
+        type=parse_range,
+        metavar="FIRST-LAST",
+        help="also listen on these ports, one per node, so /stats/summary and /metrics/resource "
+        "(kubectl top) know the node; the range bounds how many devices this bridge serves",
+    )
+    p.add_argument(
+        "--authentication-token-webhook",
+        action="store_true",
+        help="kubelet API: also accept bearer tokens, checked with TokenReview and SubjectAccessReview on "
+        "nodes/stats, nodes/metrics, nodes/proxy (how metrics-server and Prometheus scrape kubelets)",
+    )
+    p.add_argument(
+        "--kubelet-hostname-suffix",
+        metavar=".SUFFIX",
+        help="nodes also advertise the Hostname address <device>SUFFIX (the apiserver prefers it by default), "
+        "and the node is found from the Host header; DNS must resolve those names to the bridge and "
+        "--tls-cert cover them (e.g. a wildcard)",
+    )
     p.add_argument("--tls-cert", type=Path)
     p.add_argument("--tls-key", type=Path)
     p.add_argument("--client-ca", type=Path)
@@ -41,6 +63,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--leader-namespace", default=os.environ.get("POD_NAMESPACE", "edgefleet-system"))
     p.add_argument("--leader-lease", default="edgefleet-bridge", help="name of the leader-election Lease")
+    p.add_argument(
+        "--auto-register",
+        action="store_true",
+        help="admit devices without an EdgeDevice by creating one for them (without the CRD: admit every device)",
+    )
+    p.add_argument(
+        "--host-namespace",
+        default="edgefleet-system",
+        help="namespace of the host-<device> pods of EdgeDevices with hostExec (pods/exec there = host access)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -65,14 +97,23 @@ async def run(args: argparse.Namespace) -> None:
             client_ca_file=args.client_ca,
             host=args.kubelet_bind,
             port=args.kubelet_port,
+            node_ports=args.kubelet_node_ports,
         )
     broker = BrokerConfig.from_url(args.broker)
     if args.broker_password_file:
         broker = replace(broker, password=args.broker_password_file.read_text().strip())
     config = BridgeConfig(
         broker=broker,
-        nodes=NodeSettings(kubelet_address=args.kubelet_address, kubelet_port=args.kubelet_port),
+        nodes=NodeSettings(
+            kubelet_address=args.kubelet_address,
+            kubelet_port=args.kubelet_port,
+            kubelet_node_ports=args.kubelet_node_ports,
+            hostname_suffix=args.kubelet_hostname_suffix,
+        ),
         kubelet=kubelet,
+        auto_register=args.auto_register,
+        host_namespace=args.host_namespace,
+        token_webhook=args.authentication_token_webhook,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -91,6 +132,8 @@ async def run(args: argparse.Namespace) -> None:
             if leader is not None and await _first(leader.lost.wait(), stop.wait()):
                 raise SystemExit("lost the leader lease; exiting so a standby takes over")
             await stop.wait()
+    except CrdMissing as exc:  # raised by the bridge's start, before it serves anything
+        raise SystemExit(f"cloud_bridge: {exc}") from None
     finally:
         if leader is not None:
             await leader.release()

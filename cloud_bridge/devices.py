@@ -29,6 +29,10 @@ HelloHook = Callable[[str, fp.NodeHello], Awaitable[None]]
 MessageHook = Callable[[str, Any], Awaitable[None]]
 StreamHandler = Callable[[Stream, Any], Awaitable[None]]
 """Serves one device-opened stream: ``(stream, parsed open request)``."""
+AdmitHook = Callable[[str, fp.NodeHello], Awaitable[str | None]]
+"""None admits the device; a string refuses it (the reason its control stream is reset with)."""
+OfflineHook = Callable[[str, str], Awaitable[None]]
+"""``(device, reason)`` after an admitted device's control stream ended."""
 
 
 def _time(value: float | None) -> str | None:
@@ -127,6 +131,12 @@ class DeviceHub:
         self.on_message: list[MessageHook] = []
         self.stream_handlers: dict[fp.StreamKind, StreamHandler] = {}
         """Device-opened stream kinds besides ``control``, by kind."""
+        self.admit: AdmitHook | None = None
+        self.on_offline: list[OfflineHook] = []
+        self.admitted: set[str] = set()
+        """Devices whose current control stream passed ``admit``."""
+        self.require_admission = False
+        """True (EdgeDevices in use): device-opened streams of devices not in ``admitted`` are refused."""
         self._poll = poll
         self._heartbeat_min = heartbeat_min_seconds
         self._last_heartbeat: dict[str, float] = {}
@@ -134,8 +144,8 @@ class DeviceHub:
         self._main: list[asyncio.Task[None]] = []
 
     def online(self, device: str) -> bool:
-        """True while the device has a control stream and its presence is not offline."""
-        if device not in self.controls:
+        """True while the device has an admitted control stream and its presence is not offline."""
+        if device not in self.controls or device not in self.admitted:
             return False
         return self.endpoint.session(device).online is not False
 
@@ -150,6 +160,13 @@ class DeviceHub:
             log.info("cannot send %s to %s: %s", type(message).__name__, device, exc)
             return False
         return True
+
+    def drop(self, device: str, reason: str, code: int = fp.AppError.FORBIDDEN) -> None:
+        """End the device's control stream (it reconnects and is admitted again, or not)."""
+        stream = self.controls.get(device)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.reset(code, reason)
 
     async def start(self) -> None:
         self._main = [
@@ -180,6 +197,9 @@ class DeviceHub:
                 continue
             if isinstance(request, fp.ControlOpen):
                 self._spawn(self._serve(stream), f"bridge-control-{stream.peer_name}")
+                continue
+            if self.require_admission and stream.peer_name not in self.admitted:
+                stream.reset(fp.AppError.FORBIDDEN, "device not admitted (no EdgeDevice, or its NodeHello is pending)")
                 continue
             handler = self.stream_handlers.get(request.kind)
             if handler is None:
@@ -230,16 +250,29 @@ class DeviceHub:
             if self.controls.get(device) is stream:
                 del self.controls[device]
                 log.info("%s: %s", device, reason)
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(self.registry.device_offline(device, reason))
+                if device in self.admitted:
+                    self.admitted.discard(device)
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self.registry.device_offline(device, reason))
+                    for hook in self.on_offline:
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(hook(device, reason))
 
     async def _handle(self, device: str, message: Any) -> None:
         try:
             if isinstance(message, fp.NodeHello):
+                refusal = await self.admit(device, message) if self.admit is not None else None
+                if refusal is not None:
+                    self.admitted.discard(device)
+                    self.drop(device, refusal)
+                    return
+                self.admitted.add(device)
                 await self.registry.device_online(device, message.node)
                 self._last_heartbeat[device] = asyncio.get_running_loop().time()
                 for hook in self.on_hello:
                     await hook(device, message)
+            elif device not in self.admitted:
+                return  # nothing from a refused device (or before its NodeHello) reaches the cluster
             elif isinstance(message, fp.NodeStatus):
                 # Rate-limited: a chatty device must not cost the apiserver three writes a second.
                 now = asyncio.get_running_loop().time()

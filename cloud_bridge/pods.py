@@ -24,6 +24,9 @@ from .devices import DeviceHub
 from .nodes import LABEL_DEVICE
 from .watch import ChangeWatch
 
+LABEL_HOST_POD = "edgefleet.io/host-pod"
+"""Marks the bridge's virtual host pods (hostpods.py), which PodSync never sends to a device."""
+
 log = logging.getLogger("cloud_bridge.pods")
 
 
@@ -280,8 +283,8 @@ class PodSync:
             seen: set[tuple[str, str]] = set()
             for obj in listed:
                 node = obj["spec"].get("nodeName", "")
-                if node not in devices:
-                    continue
+                if node not in devices or (obj["metadata"].get("labels") or {}).get(LABEL_HOST_POD):
+                    continue  # host-<device> pods are the bridge's own (hostpods.py): nothing runs for them
                 meta = obj["metadata"]
                 key = (meta["namespace"], meta["name"])
                 seen.add(key)

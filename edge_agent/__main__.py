@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ._memory import trim_periodically
 from .config import ENV_CONFIG, ConfigError, load_config
 
 DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
@@ -29,8 +30,12 @@ async def _run_until_signal(agent: object) -> None:
     assert task is not None
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await agent.run()
+    trimmer = asyncio.create_task(trim_periodically(), name="malloc-trim")
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await agent.run()
+    finally:
+        trimmer.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

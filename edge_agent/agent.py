@@ -23,12 +23,12 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fleetproto as fp
 from edge_agent.runtime import DockerConfig, DockerRuntime, ProcessRuntime, ProcessRuntimeConfig, Runtime
 from seqstream import SeqstreamError, SessionConfig
-from seqstream.mqtt import Endpoint, device_endpoint
+from seqstream.mqtt import Endpoint, Stream, device_endpoint
 
 from . import nodeinfo
 from .backoff import Backoff
@@ -40,6 +40,9 @@ from .outbox import Outbox
 from .reconciler import Reconciler, ReconcilerConfig
 from .store import PodStore
 from .streams import StreamContext, serve
+
+if TYPE_CHECKING:
+    from .services import ServiceManager  # imported when enabled: pyroute2 alone is 11 MB of RSS
 
 log = logging.getLogger("edge_agent")
 
@@ -75,6 +78,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self.control: ControlSession | None = None
         self.stream_context: StreamContext | None = None
+        self.services: ServiceManager | None = None
         self.epoch = 0
         self._epoch_used = False
         self._node_conditions = Transitions()
@@ -112,6 +116,11 @@ class Agent:
                 data_dir=config.data_dir,
                 counters=self.counters,
             )
+            if config.services.enabled:
+                from .services import ServiceManager
+
+                self.services = ServiceManager(config.services, self._open_stream, self.counters)
+                await self.services.start()
             log.info(
                 "edge agent %s starting: runtime %s, %d desired pod(s), epoch %d",
                 config.name,
@@ -137,6 +146,8 @@ class Agent:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self.services is not None:
+                await self.services.close()
             if self.reconciler is not None:
                 await self.reconciler.aclose()
             if self._own_runtime:
@@ -244,6 +255,7 @@ class Agent:
                     outbox=self.outbox,
                     counters=self.counters,
                     hello=self._hello,
+                    on_services=self.services.apply if self.services is not None else None,
                 )
                 await self.control.run()
             except SeqstreamError as exc:
@@ -257,6 +269,13 @@ class Agent:
                 delay = CONTROL_RETRY_MIN
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, CONTROL_RETRY_MAX)
+
+    async def _open_stream(self, metadata: dict[str, Any]) -> Stream:
+        """A stream to the cloud on the current endpoint (for device-opened kinds such as ``service``)."""
+        endpoint = self.endpoint
+        if endpoint is None:
+            raise ConnectionError("not connected to the broker")
+        return await endpoint.open_stream(metadata)
 
     async def _accept_loop(self, endpoint: Endpoint) -> None:
         while True:

@@ -108,6 +108,18 @@ class PodSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ServiceSettings:
+    """Cluster Services on the device (``edge_agent.services``); needs CAP_NET_ADMIN when enabled."""
+
+    enabled: bool = False
+    interface: str = "ef-svc0"
+    """Dummy interface the agent creates to hold the granted ClusterIPs; removed when the agent stops."""
+    hosts_file: Path = Path("/etc/hosts")
+    """File whose managed block maps Service names to ClusterIPs."""
+    cluster_domain: str = "cluster.local"
+
+
+@dataclass(frozen=True, kw_only=True)
 class AgentConfig:
     name: str
     data_dir: Path
@@ -117,6 +129,7 @@ class AgentConfig:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     features: FeatureSettings = field(default_factory=FeatureSettings)
     pods: PodSettings = field(default_factory=PodSettings)
+    services: ServiceSettings = field(default_factory=ServiceSettings)
 
 
 # ---------------------------------------------------------------- schema
@@ -150,6 +163,12 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "backoff_max_seconds": ("float", 300.0),
         "poll_seconds": ("float", 2.0),
         "default_grace_seconds": ("float", 30.0),
+    },
+    "services": {
+        "enabled": ("bool", False),
+        "interface": ("str", "ef-svc0"),
+        "hosts_file": ("path", Path("/etc/hosts")),
+        "cluster_domain": ("str", "cluster.local"),
     },
 }
 
@@ -281,6 +300,17 @@ def _validate(config: AgentConfig) -> AgentConfig:
         raise ConfigError("[pods] need 0 < backoff_initial_seconds <= backoff_max_seconds")
     if pods.poll_seconds <= 0 or pods.default_grace_seconds < 0:
         raise ConfigError("[pods] poll_seconds must be positive and default_grace_seconds not negative")
+    services = config.services
+    if (
+        not 0 < len(services.interface) <= 15
+        or "/" in services.interface
+        or services.interface.strip() != services.interface
+    ):
+        raise ConfigError(
+            f"[services] interface must be a network interface name of 1-15 characters, not {services.interface!r}"
+        )
+    if not services.cluster_domain or services.cluster_domain.startswith(".") or " " in services.cluster_domain:
+        raise ConfigError(f"[services] cluster_domain {services.cluster_domain!r} is not a DNS domain")
     return config
 
 
@@ -310,5 +340,6 @@ def load_config(path: Path | str | None, env: Mapping[str, str] | None = None) -
         runtime=RuntimeSettings(**values["runtime"]),
         features=FeatureSettings(**values["features"]),
         pods=PodSettings(**values["pods"]),
+        services=ServiceSettings(**values["services"]),
     )
     return _validate(config)

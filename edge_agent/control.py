@@ -38,12 +38,14 @@ class ControlSession:
         outbox: Outbox,
         counters: Counter[str],
         hello: Callable[[], Awaitable[fp.NodeHello]],
+        on_services: Callable[[fp.ServiceTable], Awaitable[None]] | None = None,
     ) -> None:
         self.stream = stream
         self.reconciler = reconciler
         self.outbox = outbox
         self.counters = counters
         self.hello = hello
+        self.on_services = on_services
 
     async def run(self) -> None:
         """Until the stream ends or is reset (raises ``StreamResetError`` then)."""
@@ -132,6 +134,11 @@ class ControlSession:
         elif isinstance(message, fp.Sync):
             log.info("sync: %d desired pod(s) at generation %d", len(message.pods), message.generation)
             await self.reconciler.sync(message.pods, message.generation)
+        elif isinstance(message, fp.ServiceTable):
+            if self.on_services is not None:
+                await self.on_services(message)
+            else:
+                log.debug("ignoring a ServiceTable: [services] is not enabled")
         elif isinstance(message, fp.Error):
             code = fp.codes.describe(message.code)
             log.warning("the cloud reports an error (%s) about %s: %s", code, message.about or "-", message.message)

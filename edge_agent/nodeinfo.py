@@ -217,6 +217,32 @@ def conditions(
     return out
 
 
+def parse_net_dev(text: str) -> list[fp.InterfaceUsage]:
+    """``/proc/net/dev`` rows (after the two header lines) as counters; malformed rows are skipped."""
+    out = []
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or len(fields) < 16 or not all(f.isdigit() for f in fields):
+            continue
+        rx, rx_err, tx, tx_err = (int(fields[i]) for i in (0, 2, 8, 10))
+        out.append(fp.InterfaceUsage(name=name.strip(), rx_bytes=rx, tx_bytes=tx, rx_errors=rx_err, tx_errors=tx_err))
+    return out
+
+
+def host_interfaces(
+    proc_net_dev: str = "/proc/net/dev", sys_class_net: str = "/sys/class/net"
+) -> tuple[fp.InterfaceUsage, ...]:
+    """The node's network interfaces for stats: those backed by a device (not loopback,
+    bridges or veths of containers); all but ``lo`` if none is (e.g. inside a container)."""
+    try:
+        rows = parse_net_dev(Path(proc_net_dev).read_text())
+    except OSError:
+        return ()
+    physical = [r for r in rows if Path(sys_class_net, r.name, "device").exists()]
+    return tuple(physical or [r for r in rows if r.name != "lo"])
+
+
 def node_usage(data_dir: Path) -> fp.NodeUsage:
     """Node-level usage for ``StatsSummary``: CPU from ``/proc/stat``, memory, the data dir's disk."""
     cpu_ns = 0
@@ -234,6 +260,7 @@ def node_usage(data_dir: Path) -> fp.NodeUsage:
         memory_available_bytes=available,
         fs_capacity_bytes=disk.total,
         fs_available_bytes=disk.available,
+        interfaces=host_interfaces(),
     )
 
 

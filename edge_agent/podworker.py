@@ -213,7 +213,8 @@ class PodWorker:
             delay = self.rec.config.backoff.delay(track.pull_failures)
             track.pull_retry_at = now + delay
             track.waiting = ("ErrImagePull", str(exc))
-            self.wake_at(track.pull_retry_at)
+            # Look again soon, to show ImagePullBackOff for the rest of the wait (as kubelet does).
+            self.wake_at(min(track.pull_retry_at, now + self.rec.config.poll_seconds))
             self.rec.counters["image_pull_errors"] += 1
             log.warning("pod %s: %s (retry in %.1fs)", pod.key, exc, delay)
             return False
@@ -275,14 +276,18 @@ class PodWorker:
             log.warning("starting %s failed: %s", status.name, exc)  # seen as StartError next pass
 
     def _pull_progress(self, pod: fp.DesiredPod, track: ContainerTrack, progress: PullProgress) -> None:
+        # The first byte count is reported at once (a fast pull would otherwise only ever
+        # show "Pulling from ..."); after that at most once per interval.
+        first_bytes = False
         if progress.layer and progress.total:
+            first_bytes = not track.layers
             track.layers[progress.layer] = (progress.current or 0, progress.total)
         done = sum(c for c, _ in track.layers.values())
         total = sum(t for _, t in track.layers.values())
         detail = f": {done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f": {progress.status}"
         track.waiting = ("ContainerCreating", f"pulling image {progress.image}{detail}")
         now = self._loop.time()
-        if now - track.last_pull_report >= PULL_REPORT_INTERVAL:
+        if first_bytes or now - track.last_pull_report >= PULL_REPORT_INTERVAL:
             track.last_pull_report = now
             self.report(pod)
 

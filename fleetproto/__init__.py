@@ -8,7 +8,7 @@ specification; this package is its one implementation.
 * ``framing``  - length-prefixed msgpack messages (control, stats streams)
 * ``channels`` - channel frames for exec / attach / hostexec
 * ``control``  - control messages and the registry (``encode``/``decode``)
-* ``pods``, ``status``, ``node``, ``stats`` - the records inside them
+* ``pods``, ``status``, ``node``, ``stats``, ``services`` - the records inside them
 * ``codes``    - application RESET codes (HTTP statuses in hex)
 """
 
@@ -55,6 +55,7 @@ from .kinds import (
     OpenRequest,
     PodRef,
     PortForwardOpen,
+    ServiceOpen,
     StatsOpen,
     StreamKind,
     parse_open,
@@ -73,7 +74,8 @@ from .pods import (
     VolumeMount,
     pod_identity,
 )
-from .stats import ContainerUsage, NodeUsage, PodUsage, StatsSummary
+from .services import ServiceEntry, ServicePort, ServiceTable
+from .stats import ContainerUsage, InterfaceUsage, NodeUsage, PodUsage, StatsSummary
 from .status import (
     Condition,
     ConditionStatus,
@@ -122,6 +124,7 @@ __all__ = [
     "FleetProtoError",
     "FramingError",
     "HostExecOpen",
+    "InterfaceUsage",
     "LogsOpen",
     "MessageDecoder",
     "MessageError",
@@ -148,6 +151,10 @@ __all__ = [
     "RestartPolicy",
     "RuntimeInfo",
     "SchemaError",
+    "ServiceEntry",
+    "ServiceOpen",
+    "ServicePort",
+    "ServiceTable",
     "StateKind",
     "StatsOpen",
     "StatsSummary",

@@ -16,7 +16,7 @@ class AppError(IntEnum):
     BAD_REQUEST = 0x400
     """Malformed metadata or message; bad arguments."""
     FORBIDDEN = 0x403
-    """A host feature (hostexec, host port-forward) this device does not allow."""
+    """A host feature (hostexec, host port-forward) this device does not allow; a Service not granted."""
     NOT_FOUND = 0x404
     """No such pod, container or previous container."""
     TIMEOUT = 0x408
@@ -26,9 +26,11 @@ class AppError(IntEnum):
     NOT_IMPLEMENTED = 0x501
     """A stream kind or option this agent does not implement."""
     BAD_GATEWAY = 0x502
-    """The port inside the pod refused the connection."""
+    """The port inside the pod (or a Service's endpoint) refused or broke the connection."""
     UNAVAILABLE = 0x503
-    """The container runtime cannot be reached right now."""
+    """The container runtime cannot be reached right now; a Service has no ready endpoint."""
+    GATEWAY_TIMEOUT = 0x504
+    """A Service's endpoint did not answer the connection attempt in time."""
 
 
 def http_status(code: int) -> int:

@@ -8,7 +8,8 @@ device -> cloud: ``NodeHello`` (first, once per stream), ``NodeStatus``
 hello), ``PodDeleted`` (a deleted pod's containers are gone), ``Error``.
 
 cloud -> device: ``PodUpsert``, ``PodDelete``, ``Sync`` (the full desired
-set; pods not in it are deleted), ``Error``.
+set; pods not in it are deleted), ``ServiceTable`` (the cluster Services the
+device may reach, on hello and on change), ``Error``.
 
 Desired state carries a ``generation`` that only grows; the device persists
 the one it holds and says it in ``NodeHello``. ``decode`` checks direction,
@@ -27,6 +28,7 @@ from .codes import AppError
 from .errors import SchemaError, UnknownMessageType
 from .node import NodeHello
 from .pods import DesiredPod, read_pods
+from .services import ServiceTable
 from .stats import StatsSummary
 from .status import NodeStatus, PodStatusReport
 
@@ -156,13 +158,13 @@ class Error(Record):
 
 
 DeviceMessage = NodeHello | NodeStatus | PodStatusReport | PodDeleted | Error | StatsSummary
-CloudMessage = PodUpsert | PodDelete | Sync | Error
+CloudMessage = PodUpsert | PodDelete | Sync | ServiceTable | Error
 ControlMessage = DeviceMessage | CloudMessage
 
 FROM_DEVICE: dict[str, type[Record]] = {
     cls.TYPE: cls for cls in (NodeHello, NodeStatus, PodStatusReport, PodDeleted, Error, StatsSummary)
 }
-FROM_CLOUD: dict[str, type[Record]] = {cls.TYPE: cls for cls in (PodUpsert, PodDelete, Sync, Error)}
+FROM_CLOUD: dict[str, type[Record]] = {cls.TYPE: cls for cls in (PodUpsert, PodDelete, Sync, ServiceTable, Error)}
 _ALL = {**FROM_DEVICE, **FROM_CLOUD}
 
 

@@ -15,6 +15,7 @@ calls ``parse_open(stream.metadata)`` and gets the typed request back, or a
 | portforward | cloud | raw bytes both ways to one TCP port in a pod (or on the host) |
 | hostexec | cloud | channel frames; a command on the device itself |
 | stats | cloud | ``StatsSummary`` messages device -> cloud (``framing``) |
+| service | device | raw bytes both ways to one port of a granted cluster Service |
 
 Unknown metadata keys are ignored, so a newer cloud can add options; a
 newer *major* protocol version is refused.
@@ -42,6 +43,7 @@ class StreamKind(StrEnum):
     PORTFORWARD = "portforward"
     HOSTEXEC = "hostexec"
     STATS = "stats"
+    SERVICE = "service"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -296,7 +298,42 @@ class StatsOpen:
         return cls(interval=f.float("interval", 0.0, lo=0))
 
 
-OpenRequest = ControlOpen | ExecOpen | AttachOpen | LogsOpen | PortForwardOpen | HostExecOpen | StatsOpen
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceOpen:
+    """Device -> cloud: one TCP connection a local program made to a cluster Service's port.
+
+    ``port`` is the Service port (as in the ``ServiceTable``), not the target port.
+    """
+
+    kind = StreamKind.SERVICE
+    namespace: str
+    service: str
+    port: int
+
+    def __post_init__(self) -> None:
+        check_str(self.namespace, "namespace", empty=False, max_len=63)
+        check_str(self.service, "service", empty=False, max_len=63)
+        check_int(self.port, "port", lo=1, hi=MAX_PORT)
+
+    def to_metadata(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "v": PROTOCOL_VERSION,
+            "namespace": self.namespace,
+            "service": self.service,
+            "port": self.port,
+        }
+
+    @classmethod
+    def read(cls, f: Fields) -> ServiceOpen:
+        return cls(
+            namespace=f.str("namespace", empty=False, max_len=63),
+            service=f.str("service", empty=False, max_len=63),
+            port=f.int("port", lo=1, hi=MAX_PORT),
+        )
+
+
+OpenRequest = ControlOpen | ExecOpen | AttachOpen | LogsOpen | PortForwardOpen | HostExecOpen | StatsOpen | ServiceOpen
 
 _READERS: dict[StreamKind, Any] = {
     StreamKind.CONTROL: ControlOpen.read,
@@ -306,6 +343,7 @@ _READERS: dict[StreamKind, Any] = {
     StreamKind.PORTFORWARD: PortForwardOpen.read,
     StreamKind.HOSTEXEC: HostExecOpen.read,
     StreamKind.STATS: StatsOpen.read,
+    StreamKind.SERVICE: ServiceOpen.read,
 }
 
 

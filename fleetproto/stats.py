@@ -70,19 +70,58 @@ class PodUsage(Record):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class NodeUsage(Record):
-    cpu_usage_ns: int
-    memory_working_set_bytes: int
-    memory_available_bytes: int
-    fs_capacity_bytes: int
-    fs_available_bytes: int
+class InterfaceUsage(Record):
+    """Cumulative counters of one host network interface."""
+
+    name: str
+    rx_bytes: int
+    tx_bytes: int
+    rx_errors: int = 0
+    tx_errors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def read(cls, f: Fields) -> Self:
-        return cls(**{name: f.int(name, lo=0) for name in cls.__dataclass_fields__})
+        return cls(
+            name=f.str("name", max_len=64),
+            rx_bytes=f.int("rx_bytes", lo=0),
+            tx_bytes=f.int("tx_bytes", lo=0),
+            rx_errors=f.int("rx_errors", 0, lo=0),
+            tx_errors=f.int("tx_errors", 0, lo=0),
+        )
+
+
+_NODE_COUNTERS = (
+    "cpu_usage_ns",
+    "memory_working_set_bytes",
+    "memory_available_bytes",
+    "fs_capacity_bytes",
+    "fs_available_bytes",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeUsage(Record):
+    cpu_usage_ns: int
+    memory_working_set_bytes: int
+    memory_available_bytes: int
+    fs_capacity_bytes: int
+    fs_available_bytes: int
+    interfaces: tuple[InterfaceUsage, ...] = ()
+    """Host interfaces (not loopback or container plumbing); absent from older agents."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {name: getattr(self, name) for name in _NODE_COUNTERS}
+        if self.interfaces:
+            out["interfaces"] = [i.to_dict() for i in self.interfaces]
+        return out
+
+    @classmethod
+    def read(cls, f: Fields) -> Self:
+        counters = {name: f.int(name, lo=0) for name in _NODE_COUNTERS}
+        return cls(**counters, interfaces=f.list("interfaces", InterfaceUsage.read))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

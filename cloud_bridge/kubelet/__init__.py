@@ -1,6 +1,7 @@
 """The kubelet API front end of the cloud bridge (virtual-kubelet style).
 
-One TLS port serves the kubelet API for every virtual node; a ``Provider``
+One TLS port serves the kubelet API for every virtual node (optionally one
+more port per node, for node-scoped endpoints; see ``server.py``); a ``Provider``
 (see ``provider.py``) does the work on the device side. Streaming requests
 (exec, attach, port-forward) are served over SPDY/3.1, which kube-apiserver
 speaks to kubelets, and exec/attach also over WebSocket channel protocols.

@@ -40,3 +40,17 @@ class Unavailable(ProviderError):
 
     status = 503
     reason = "ServiceUnavailable"
+
+
+class Unauthorized(ProviderError):
+    """No valid credentials (neither a client certificate nor an accepted bearer token)."""
+
+    status = 401
+    reason = "Unauthorized"
+
+
+class Forbidden(ProviderError):
+    """Authenticated, but not allowed this request (kubelet: SubjectAccessReview denied)."""
+
+    status = 403
+    reason = "Forbidden"

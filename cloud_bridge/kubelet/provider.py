@@ -1,7 +1,8 @@
 """The seam between the kubelet API front end and whatever runs the pods.
 
 One ``Provider`` serves every virtual node behind the bridge: namespace and
-pod name in each call say which device is meant. Everything here is plain
+pod name in each call say which device is meant; node-scoped calls
+(``pods``, ``stats_summary``, ``metrics_resource``) get the node's name. Everything here is plain
 asyncio; the server implements ``StreamIO`` and ``ByteConn`` on top of SPDY
 or WebSocket, a provider only reads and writes bytes.
 
@@ -122,14 +123,15 @@ class Provider(Protocol):
         with ``follow`` the iterator ends when the container's log does."""
         ...
 
-    async def pods(self) -> list[dict[str, Any]]:
-        """v1 Pod objects for ``/pods``."""
+    async def pods(self, node: str | None = None) -> list[dict[str, Any]]:
+        """v1 Pod objects for ``/pods``: those bound to ``node``, or every node's (None)."""
         ...
 
-    async def stats_summary(self) -> dict[str, Any]:
-        """The ``/stats/summary`` document (kubelet stats/v1alpha1 Summary)."""
+    async def stats_summary(self, node: str) -> dict[str, Any]:
+        """The ``/stats/summary`` document (kubelet stats/v1alpha1 Summary) of ``node``.
+        Raise ``NotFound`` for a node this provider does not serve, ``Unavailable`` if offline."""
         ...
 
-    async def metrics_resource(self) -> str:
-        """Prometheus text for ``/metrics/resource`` (metrics-server's source)."""
+    async def metrics_resource(self, node: str) -> str:
+        """Prometheus text for ``/metrics/resource`` (metrics-server's source) of ``node``."""
         ...

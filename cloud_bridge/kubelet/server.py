@@ -4,11 +4,24 @@
         print(server.port)
         await server.serve_forever()
 
+Node-scoped endpoints (``/stats/summary``, ``/metrics/resource``, ``/pods``)
+carry no pod, so they need to know which virtual node a request is for:
+with ``node_ports`` the server also listens on every port of that range and
+``node_for_port`` (the bridge's assignment, see ``cloud_bridge/node_ports.py``
+for why ports) names the node behind each. Else ``node_for_host`` may name it
+from the Host header (nodes that advertise a per-device DNS name). On the
+shared ``port`` without either, every pod-scoped request works for every
+node, ``/pods`` lists every node's pods and the stats endpoints answer 400
+with a hint instead of guessing.
+
 Authentication is TLS client certificates: with ``client_ca_file`` a
 certificate, if presented, must chain to it (kube-apiserver presents its
 ``--kubelet-client-certificate``); requests without one get 401, except
 ``/healthz``. ``insecure=True`` (tests) serves clients without certificates.
-There is no authorization: any authenticated client may do anything.
+There is no authorization for certificate clients: any may do anything. With
+a ``token_authorizer``, a client without a certificate may instead send a
+bearer token, checked and authorized per request as a kubelet does (see
+``auth.py``): that is how metrics-server scrapes with its ServiceAccount.
 
 Every connection runs in a tracked task; ``close()`` cancels what is left
 after ``shutdown_timeout``. Provider calls run inside the connection's task
@@ -22,11 +35,12 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from . import negotiate, routes
+from . import auth, negotiate, routes
 from ._http import HttpConnection, Request
 from ._remotecommand import run_remote_command
 from ._spdy_portforward import SpdyByteConn, SpdyPortForward
@@ -35,6 +49,7 @@ from ._spdy_session import SpdySession
 from ._streamio import LazyStreamIO
 from ._tasks import cancel_and_wait
 from ._ws_remotecommand import WsRemoteCommand, check_handshake
+from .auth import TokenAuthorizer
 from .errors import ProviderError
 from .provider import Provider
 
@@ -52,6 +67,9 @@ class ServerConfig:
     """One address or several (all share ``port``)."""
     port: int = 10250
     """0 picks a free port (see ``KubeletServer.port``)."""
+    node_ports: tuple[int, int] | None = None
+    """Also listen on each port FIRST..LAST (inclusive): one per virtual node,
+    for node-scoped endpoints (see the module docstring)."""
     max_header_bytes: int = 64 * 1024
     max_body_bytes: int = 64 * 1024
     header_timeout: float = 30.0
@@ -71,6 +89,12 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.client_ca_file is None and not self.insecure:
             raise ValueError("client_ca_file is required unless insecure=True")
+        if self.node_ports is not None:
+            first, last = self.node_ports
+            if not 0 < first <= last < 65536:
+                raise ValueError(f"node_ports {first}-{last}: expected 1 <= FIRST <= LAST <= 65535")
+            if first <= self.port <= last:
+                raise ValueError(f"the shared port {self.port} lies inside node_ports {first}-{last}")
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
@@ -86,9 +110,21 @@ def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
 
 
 class KubeletServer:
-    def __init__(self, provider: Provider, *, config: ServerConfig) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        config: ServerConfig,
+        node_for_port: Callable[[int], str | None] | None = None,
+        node_for_host: Callable[[str], str | None] | None = None,
+        token_authorizer: TokenAuthorizer | None = None,
+    ) -> None:
         self.provider = provider
         self.config = config
+        self.node_for_port = node_for_port
+        self.node_for_host = node_for_host
+        """Host header name (lower case, no port) -> virtual node, or None."""
+        self.token_authorizer = token_authorizer
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], HttpConnection | None] = {}
         self._callbacks: set[asyncio.Task[None]] = set()  # asyncio.streams' tasks around ours
@@ -114,6 +150,19 @@ class KubeletServer:
                 )
                 self._servers.append(server)
                 port = server.sockets[0].getsockname()[1]
+            if self.config.node_ports is not None:
+                first, last = self.config.node_ports
+                for host in hosts:
+                    for node_port in range(first, last + 1):
+                        server = await asyncio.start_server(
+                            self._on_connection,
+                            host,
+                            node_port,
+                            ssl=ctx,
+                            ssl_handshake_timeout=self.config.header_timeout,
+                            limit=64 * 1024,
+                        )
+                        self._servers.append(server)
         except BaseException:
             await self.close()
             raise
@@ -213,21 +262,25 @@ class KubeletServer:
         task = asyncio.current_task()
         if task in self._connections:
             self._connections[task] = http
+        sockname = writer.get_extra_info("sockname")
+        local_port = int(sockname[1]) if sockname else 0
         while (request := await http.next_request()) is not None:
-            keep = await self._serve_request(http, request, authenticated, name)
+            keep = await self._serve_request(http, request, authenticated, name, local_port)
             if not keep or not http.next_cycle():
                 return
 
-    async def _serve_request(self, http: HttpConnection, request: Request, authenticated: bool, name: str) -> bool:
+    async def _serve_request(
+        self, http: HttpConnection, request: Request, authenticated: bool, name: str, local_port: int = 0
+    ) -> bool:
         """Answer one request; False if the connection must not be reused."""
         try:
             route = routes.parse_target(request.method, request.target)
             if not isinstance(route, routes.Healthz) and not (authenticated or self.config.insecure):
-                raise routes.RouteError(401, "Unauthorized: a client certificate is required")
+                await self._authorize_token(request, local_port)
             if isinstance(route, routes.STREAMING):
                 await self._serve_streaming(http, request, route, f"{name} {request.target[:120]}")
                 return False
-            await self._serve_plain(http, route)
+            await self._serve_plain(http, route, local_port, request.header("host"))
             return True
         except routes.RouteError as exc:
             extra = list(exc.headers)
@@ -248,17 +301,55 @@ class KubeletServer:
 
     # -- plain requests -----------------------------------------------------------------
 
-    async def _serve_plain(self, http: HttpConnection, route: routes.Route) -> None:
+    async def _authorize_token(self, request: Request, local_port: int) -> None:
+        """A request without a client certificate: its bearer token must be allowed this, or 401/403."""
+        token = auth.bearer_token(request.header("authorization"))
+        if token is None or self.token_authorizer is None:
+            what = "a client certificate or bearer token" if self.token_authorizer else "a client certificate"
+            raise routes.RouteError(401, f"Unauthorized: {what} is required")
+        node = self._node_at(local_port, request.header("host"))
+        path = urlsplit(request.target).path
+        await self.token_authorizer.authorize(token, auth.request_attributes(request.method, path, node))
+
+    def _node_at(self, local_port: int, host: str | None) -> str | None:
+        """The virtual node a request is for: by the node port it came to, else by its
+        Host header; None on the shared port for a host that names no node."""
+        ports = self.config.node_ports
+        if ports is not None and ports[0] <= local_port <= ports[1]:
+            node = self.node_for_port(local_port) if self.node_for_port is not None else None
+            if node is None:
+                raise routes.RouteError(404, f"no virtual node is assigned kubelet port {local_port} of this bridge")
+            return node
+        if host and self.node_for_host is not None:
+            return self.node_for_host(host_name(host))
+        return None
+
+    def _require_node(self, local_port: int, host: str | None, path: str) -> str:
+        node = self._node_at(local_port, host)
+        if node is None:
+            raise routes.RouteError(
+                400,
+                f"{path} is per node, but port {local_port} serves every virtual node of this bridge and the "
+                "request does not say which; the bridge answers it on each node's own port "
+                "(status.daemonEndpoints.kubeletEndpoint.Port) when started with --kubelet-node-ports",
+            )
+        return node
+
+    async def _serve_plain(
+        self, http: HttpConnection, route: routes.Route, local_port: int = 0, host: str | None = None
+    ) -> None:
         p = self.provider
         if isinstance(route, routes.Healthz):
             await http.respond(200, b"ok")
         elif isinstance(route, routes.Pods):
-            pod_list = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": await p.pods()}
+            items = await p.pods(self._node_at(local_port, host))
+            pod_list = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
             await http.respond(200, _json(pod_list), "application/json")
         elif isinstance(route, routes.StatsSummary):
-            await http.respond(200, _json(await p.stats_summary()), "application/json")
+            summary = await p.stats_summary(self._require_node(local_port, host, "/stats/summary"))
+            await http.respond(200, _json(summary), "application/json")
         elif isinstance(route, routes.MetricsResource):
-            text = await p.metrics_resource()
+            text = await p.metrics_resource(self._require_node(local_port, host, "/metrics/resource"))
             await http.respond(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif isinstance(route, routes.ContainerLogs):
             await self._serve_logs(http, route)
@@ -401,6 +492,15 @@ async def _watch_peer(http: HttpConnection) -> None:
         http.feed(data)
         if not data:
             return
+
+
+def host_name(value: str) -> str:
+    """A Host header's name without the port, lower case (``[v6]:port`` keeps the address)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    name, sep, port = value.rpartition(":")
+    return name if sep and port.isdigit() and ":" not in name else value
 
 
 def _json(obj: object) -> bytes:

@@ -1,7 +1,7 @@
 """Translate between runtime types and Docker Engine API JSON.
 
-Pure functions, no I/O: a spec becomes ``create_container`` keyword
-arguments plus a tar of its files, inspect/stats JSON becomes
+Pure functions, no I/O: a spec becomes the ``POST /containers/create``
+body plus a tar of its files, inspect/stats JSON becomes
 ``ContainerStatus``/``ContainerStats``. Works for cgroup v1 and v2 stats.
 """
 
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import posixpath
-import tarfile
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import InvalidSpec
 from .timefmt import parse_docker_time
 from .types import (
     ContainerSpec,
@@ -26,56 +26,63 @@ from .types import (
 
 _STATES = {
     "created": ContainerState.CREATED,
+    "configured": ContainerState.CREATED,  # podman: created, storage not yet set up
     "running": ContainerState.RUNNING,
     "paused": ContainerState.RUNNING,
     "restarting": ContainerState.RUNNING,
+    "stopping": ContainerState.RUNNING,  # podman: still running, stop in progress
     "exited": ContainerState.EXITED,
+    "stopped": ContainerState.EXITED,  # podman: exited, cleanup pending
     "dead": ContainerState.EXITED,
+    "removing": ContainerState.EXITED,
 }
 
 
-def container_config(api: Any, spec: ContainerSpec, host_config: dict[str, Any]) -> dict[str, Any]:
-    """The body of ``POST /containers/create`` (built by the SDK, then adjusted)."""
-    config: dict[str, Any] = api.create_container_config(
-        image=spec.image,
+def container_config(spec: ContainerSpec) -> dict[str, Any]:
+    """The body of ``POST /containers/create`` (the fields the docker SDK sent, same values)."""
+    config: dict[str, Any] = {
+        "Image": spec.image,
         # Kubernetes semantics: command replaces ENTRYPOINT (Docker then drops
         # the image's CMD as well), args replaces CMD.
-        entrypoint=list(spec.command) or None,
-        command=list(spec.args) or None,
-        environment=[f"{key}={value}" for key, value in spec.env.items()],
-        working_dir=spec.working_dir,
-        labels=dict(spec.labels),
-        tty=spec.tty,
-        stdin_open=spec.stdin,
-        ports=[(port.container_port, port.protocol) for port in spec.ports] or None,
-        host_config=host_config,
-    )
-    # The SDK ties StdinOnce to stdin_open; the spec says which one it wants.
-    config["StdinOnce"] = spec.stdin_once
-    return config
+        "Entrypoint": list(spec.command) or None,
+        "Cmd": list(spec.args) or None,
+        "Env": [f"{key}={value}" for key, value in spec.env.items()],
+        "WorkingDir": spec.working_dir,
+        "Labels": dict(spec.labels),
+        "Tty": spec.tty,
+        "OpenStdin": spec.stdin,
+        "StdinOnce": spec.stdin_once,
+        "AttachStdin": spec.stdin,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "NetworkDisabled": False,
+        "ExposedPorts": {f"{port.container_port}/{port.protocol}": {} for port in spec.ports} or None,
+        "HostConfig": host_config(spec),
+    }
+    return {key: value for key, value in config.items() if value is not None}
 
 
-def host_config_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """Keyword arguments for ``APIClient.create_host_config``."""
-    kwargs: dict[str, Any] = {}
-    bindings: dict[str, Any] = {}
+def host_config(spec: ContainerSpec) -> dict[str, Any]:
+    """``HostConfig`` of the create body: port bindings, limits, network mode."""
+    config: dict[str, Any] = {"NetworkMode": spec.network_mode or "default"}
+    bindings: dict[str, list[dict[str, str]]] = {}
     for port in spec.ports:
         if port.host_port is not None:
             key = f"{port.container_port}/{port.protocol}"
-            bindings[key] = (port.host_ip, port.host_port) if port.host_ip else port.host_port
+            bindings.setdefault(key, []).append({"HostIp": port.host_ip or "", "HostPort": str(port.host_port)})
     if bindings:
-        kwargs["port_bindings"] = bindings
+        if spec.network_mode == "host":
+            raise InvalidSpec("host ports make no sense with host networking (the container uses the host's ports)")
+        config["PortBindings"] = bindings
     res = spec.resources
     if res.memory_limit_bytes is not None:
-        kwargs["mem_limit"] = res.memory_limit_bytes
-        kwargs["memswap_limit"] = res.memory_limit_bytes  # no swap beyond the limit, as kubelet
+        config["Memory"] = res.memory_limit_bytes
+        config["MemorySwap"] = res.memory_limit_bytes  # no swap beyond the limit, as kubelet
     if res.cpu_limit is not None:
-        kwargs["nano_cpus"] = int(res.cpu_limit * 1e9)
+        config["NanoCpus"] = int(res.cpu_limit * 1e9)
     if res.cpu_request is not None:
-        kwargs["cpu_shares"] = max(2, int(res.cpu_request * 1024))
-    if spec.network_mode:
-        kwargs["network_mode"] = spec.network_mode
-    return kwargs
+        config["CpuShares"] = max(2, int(res.cpu_request * 1024))
+    return config
 
 
 def files_tar(files: Mapping[str, FileSpec]) -> bytes:
@@ -84,6 +91,8 @@ def files_tar(files: Mapping[str, FileSpec]) -> bytes:
     Parent directories are listed explicitly (mode 0755) so they exist even in
     an image that lacks them.
     """
+    import tarfile  # only pods with files need it (0.3 MB resident)
+
     buf = io.BytesIO()
     now = time.time()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
@@ -111,6 +120,18 @@ def files_tar(files: Mapping[str, FileSpec]) -> bytes:
     return buf.getvalue()
 
 
+def familiar_image(name: str) -> str:
+    """``docker.io/library/x`` -> ``x``, ``docker.io/a/b`` -> ``a/b``: the name as Docker shows it.
+
+    Podman reports the fully qualified name it resolved a short name to; Docker
+    the name as given. Both then report ``edgefleet/busybox:test``.
+    """
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
 def status_from_inspect(data: Mapping[str, Any]) -> ContainerStatus:
     state = data.get("State") or {}
     config = data.get("Config") or {}
@@ -133,7 +154,7 @@ def status_from_inspect(data: Mapping[str, Any]) -> ContainerStatus:
     return ContainerStatus(
         id=data["Id"],
         name=str(data.get("Name", "")).lstrip("/"),
-        image=str(config.get("Image", "")),
+        image=familiar_image(str(config.get("Image", ""))),
         state=mapped,
         exit_code=exit_code,
         reason=reason,
@@ -152,7 +173,7 @@ def status_from_list(item: Mapping[str, Any]) -> ContainerStatus:
     return ContainerStatus(
         id=item["Id"],
         name=str(names[0]).lstrip("/"),
-        image=str(item.get("Image", "")),
+        image=familiar_image(str(item.get("Image", ""))),
         state=_STATES.get(str(item.get("State", "")).lower(), ContainerState.UNKNOWN),
         created_at=datetime.fromtimestamp(int(item.get("Created", 0)), UTC),
         labels=dict(item.get("Labels") or {}),

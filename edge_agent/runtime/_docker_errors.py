@@ -1,4 +1,4 @@
-"""Map docker SDK and transport exceptions onto the runtime's typed errors.
+"""Map Engine API errors and transport failures onto the runtime's typed errors.
 
 Docker reports most conditions by HTTP status plus a sentence; the sentence
 is the only way to tell "no such image" from "no such container" on a 404,
@@ -7,11 +7,10 @@ or "name in use" from "not running" on a 409.
 
 from __future__ import annotations
 
+import http.client
 from typing import Literal
 
-import docker.errors
-import requests
-
+from ._docker_http import EngineError
 from .errors import (
     ContainerConflict,
     ContainerNotFound,
@@ -25,26 +24,24 @@ from .errors import (
 Subject = Literal["container", "image", "exec", "engine"]
 
 
-def _explanation(exc: docker.errors.APIError) -> str:
-    text = exc.explanation
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return str(text or exc)
-
-
 def translate(exc: BaseException, *, subject: Subject, ref: str, action: str) -> BaseException:
     """The typed error for ``exc`` raised while doing ``action`` on ``ref``."""
     if isinstance(exc, RuntimeErrorBase):
         return exc
-    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError | FileNotFoundError):
-        return RuntimeUnavailable(f"docker engine unreachable during {action}: {exc}")
-    if isinstance(exc, requests.exceptions.Timeout):
+    if isinstance(exc, TimeoutError):
         return RuntimeUnavailable(f"docker engine timed out during {action}: {exc}")
-    if isinstance(exc, docker.errors.APIError):
-        text = _explanation(exc)
-        status = exc.status_code
+    if isinstance(exc, OSError | http.client.HTTPException):
+        return RuntimeUnavailable(f"docker engine unreachable during {action}: {exc}")
+    if isinstance(exc, EngineError):
+        text = exc.message or str(exc)
+        status = exc.status
         lowered = text.lower()
-        if status == 404 or isinstance(exc, docker.errors.NotFound):
+        # Podman's compat API answers these with HTTP 500; its sentences tell them apart.
+        if "already in use" in lowered:
+            return ContainerConflict(f"{action} {ref}: {text}")
+        if "state improper" in lowered and action.startswith("exec"):
+            return ContainerNotRunning(ref)
+        if status == 404:
             if subject == "image" or "no such image" in lowered or "pull access denied" in lowered:
                 return ImageNotFound(ref, text)
             return ContainerNotFound(ref)
@@ -55,21 +52,6 @@ def translate(exc: BaseException, *, subject: Subject, ref: str, action: str) ->
         if action == "start":
             return ContainerStartError(f"cannot start container {ref}: {text}")
         return RuntimeErrorBase(f"docker {action} {ref}: {text} (HTTP {status})")
-    if isinstance(exc, docker.errors.DockerException):
-        if "fetching server api version" in str(exc).lower():
-            return RuntimeUnavailable(f"docker engine unreachable: {exc}")
-        return RuntimeErrorBase(f"docker {action} {ref}: {exc}")
+    if isinstance(exc, ValueError | KeyError):
+        return RuntimeErrorBase(f"docker {action} {ref}: unexpected answer from the engine: {exc!r}")
     return exc
-
-
-def check_response(response: requests.Response, *, subject: Subject, ref: str, action: str) -> None:
-    """Raise the typed error for a raw ``requests`` response with an error status."""
-    if response.status_code < 400:
-        return
-    try:
-        message = response.json().get("message", "")
-    except ValueError:
-        message = response.text
-    response.close()
-    error = docker.errors.APIError(message, response=response, explanation=message)
-    raise translate(error, subject=subject, ref=ref, action=action)

@@ -1,84 +1,37 @@
 """Exec and attach sessions over the connection Docker hijacks (``Upgrade: tcp``).
 
-The SDK performs the HTTP upgrade and hands back the raw socket; from then
-on it is a plain byte pipe: we write stdin, half-close it for EOF
+``EngineClient.upgrade`` performs the HTTP upgrade and hands back the raw
+socket plus any output bytes that came with the ``101`` headers; from then on
+it is a plain byte pipe: we write stdin, half-close it for EOF
 (``shutdown(SHUT_WR)``, which the daemon turns into EOF on the process's
 stdin), and read output framed by ``demux`` unless the session has a TTY.
 The socket is driven by the event loop (``sock_recv``/``sock_sendall``), so a
 session costs no thread.
-
-One catch: ``http.client`` reads the ``101`` response through a buffered
-reader that may already hold the first output bytes; ``hijack`` takes them
-out so nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import socket
-import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
+from ._docker_http import Upgraded
 from .base import AttachSession, ExecSession, IOSession
 from .demux import StreamDemuxer
-from .errors import RuntimeErrorBase, RuntimeUnavailable
+from .errors import RuntimeErrorBase
 from .types import OutputChunk, Stream
 
 RECV_SIZE = 65536
 EOT = b"\x04"
 
 
-class Hijacked:
-    """The upgraded connection: socket, bytes already buffered, and what keeps it alive."""
-
-    def __init__(self, sock: socket.socket, leftover: bytes, keepalive: Any) -> None:
-        self.sock = sock
-        self.leftover = leftover
-        self.keepalive = keepalive
-
-
-def hijack(raw: Any) -> Hijacked:
-    """Turn the SDK's ``socket=True`` result into a non-blocking socket plus leftovers."""
-    response = getattr(raw, "_response", None)
-    if isinstance(raw, socket.SocketIO):
-        sock = cast(Any, raw)._sock  # the SDK hands out only the SocketIO wrapper
-    elif isinstance(raw, socket.socket):
-        sock = raw
-    else:
-        raise RuntimeUnavailable(
-            f"exec/attach streams need a unix:// or tcp:// docker host, got a {type(raw).__name__}"
-        )
-    if isinstance(sock, ssl.SSLSocket):
-        raise RuntimeUnavailable("exec/attach streams over TLS docker hosts are not supported")
-    sock.setblocking(False)
-    leftover = b""
-    buffered = _buffered_reader(response)
-    if buffered is not None:
-        with contextlib.suppress(BlockingIOError, ValueError, OSError):
-            # With the socket non-blocking, peek returns only what is buffered
-            # (or whatever one non-blocking read brings); read(n) then drains it.
-            peeked = buffered.peek(RECV_SIZE)
-            if peeked:
-                leftover = buffered.read(len(peeked))
-    return Hijacked(sock, leftover or b"", (raw, response))
-
-
-def _buffered_reader(response: Any) -> io.BufferedReader | None:
-    try:
-        reader = response.raw._fp.fp  # urllib3 response -> http.client response -> file
-    except AttributeError:
-        return None
-    return reader if isinstance(reader, io.BufferedReader) else None
-
-
 class _DockerSession(IOSession):
     def __init__(
         self,
-        hijacked: Hijacked,
+        hijacked: Upgraded,
         *,
         tty: bool,
         resize: Callable[[int, int], Awaitable[None]],
@@ -86,7 +39,7 @@ class _DockerSession(IOSession):
     ) -> None:
         self.tty = tty
         self._sock = hijacked.sock
-        self._keepalive = hijacked.keepalive
+        self._sock.setblocking(False)
         self._resize = resize
         self._wait = wait
         self._pending: deque[OutputChunk] = deque()
@@ -173,18 +126,12 @@ class _DockerSession(IOSession):
         # Close only when no sock_recv/sock_sendall is registered on the fd.
         with contextlib.suppress(OSError):
             self._sock.close()
-        raw, response = self._keepalive
-        for thing in (raw, response):
-            with contextlib.suppress(Exception):
-                if thing is not None:
-                    thing.close()
-        self._keepalive = (None, None)
 
 
 class DockerExecSession(_DockerSession, ExecSession):
     """``docker exec`` over a hijacked connection."""
 
-    def __init__(self, hijacked: Hijacked, *, exec_id: str, **kwargs: Any) -> None:
+    def __init__(self, hijacked: Upgraded, *, exec_id: str, **kwargs: Any) -> None:
         super().__init__(hijacked, **kwargs)
         self.exec_id = exec_id
 
@@ -192,6 +139,6 @@ class DockerExecSession(_DockerSession, ExecSession):
 class DockerAttachSession(_DockerSession, AttachSession):
     """``docker attach`` over a hijacked connection."""
 
-    def __init__(self, hijacked: Hijacked, *, container_id: str, **kwargs: Any) -> None:
+    def __init__(self, hijacked: Upgraded, *, container_id: str, **kwargs: Any) -> None:
         super().__init__(hijacked, **kwargs)
         self.container_id = container_id

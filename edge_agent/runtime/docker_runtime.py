@@ -1,18 +1,22 @@
-"""``DockerRuntime``: the Docker Engine API through the ``docker`` SDK (also Podman).
+"""``DockerRuntime``: the Docker Engine API (also Podman's compatible API).
 
-The SDK blocks, so every call runs in a small thread pool of our own (not the
-loop's default executor, which the rest of the agent shares); exec and attach
-streams are hijacked sockets driven by the event loop itself
-(``_docker_session``), and log/pull streams fetch one item per executor call.
+Requests go through a small blocking HTTP client of our own (``_docker_http``;
+the ``docker`` SDK with ``requests`` cost about 7 MB of RSS), so every call
+runs in a small thread pool of our own (not the loop's default executor,
+which the rest of the agent shares); exec and attach streams are hijacked
+sockets driven by the event loop itself (``_docker_session``), and log/pull
+streams fetch one item per executor call.
 
 Podman: the same class against Podman's Docker-compatible socket, e.g.
 ``DockerConfig(base_url="unix:///run/podman/podman.sock")`` (rootful,
 ``systemctl enable --now podman.socket``) or
 ``unix://$XDG_RUNTIME_DIR/podman/podman.sock`` (rootless). ``version()``
-then reports ``podman``. Not tested here (no podman on the test machines).
+then reports ``podman``. Tested against podman 4.3; where its compat API
+answers differently (extra states, qualified image names, HTTP 500 for
+conflicts, no record of a failed start) the runtime evens it out, see
+``runtime/README.md``.
 
-Streams (exec/attach) need a ``unix://`` or plain ``tcp://`` host; TLS and
-ssh hosts work for everything else.
+Hosts: ``unix:///path`` or plain ``tcp://host:port`` (no TLS or ssh hosts).
 """
 
 from __future__ import annotations
@@ -20,35 +24,24 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import json
 import math
 import os
-import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import quote
-
-import docker
-import docker.errors
-import requests
-from docker.utils import parse_repository_tag
 
 from ._blocking import iterate_blocking, run_blocking
-from ._docker_convert import (
-    container_config,
-    files_tar,
-    host_config_kwargs,
-    stats_from_docker,
-    status_from_inspect,
-)
-from ._docker_errors import Subject, check_response, translate
-from ._docker_session import DockerAttachSession, DockerExecSession, hijack
+from ._docker_convert import container_config, files_tar, stats_from_docker, status_from_inspect
+from ._docker_errors import Subject, translate
+from ._docker_http import EngineClient, EngineError, EngineStream, Upgraded, parse_repository_tag, path
+from ._docker_session import DockerAttachSession, DockerExecSession
 from .base import AttachSession, ExecSession, ProgressCallback, Runtime
 from .demux import StreamDemuxer
-from .errors import ContainerNotRunning, ImageNotFound, RuntimeErrorBase
+from .errors import ContainerNotRunning, ContainerStartError, ImageNotFound, RuntimeErrorBase
 from .timefmt import datetime_to_ns
 from .types import (
     ContainerSpec,
@@ -64,6 +57,7 @@ from .types import (
 
 T = TypeVar("T")
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+MAX_START_ERRORS = 256
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,24 +85,24 @@ class DockerRuntime(Runtime):
 
     def __init__(self, config: DockerConfig | None = None) -> None:
         self.config = config or DockerConfig()
-        self._client: docker.APIClient | None = None
+        self._client: EngineClient | None = None
         self._client_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(self.config.workers, thread_name_prefix="docker-api")
         self._streams = ThreadPoolExecutor(self.config.stream_workers, thread_name_prefix="docker-stream")
+        self._start_errors: dict[str, str] = {}
+        """Podman keeps no trace of a failed start (State stays "created", no Error): we do, by full id."""
 
     # --- plumbing ---------------------------------------------------------
 
-    def _api(self) -> docker.APIClient:
+    def _api(self) -> EngineClient:
         with self._client_lock:
             if self._client is None:
-                self._client = docker.APIClient(
-                    base_url=self.config.resolved_url(),
-                    version=self.config.api_version or "auto",
-                    timeout=self.config.timeout,
+                self._client = EngineClient(
+                    self.config.resolved_url(), api_version=self.config.api_version, timeout=self.config.timeout
                 )
             return self._client
 
-    async def _call(self, fn: Callable[[docker.APIClient], T], *, action: str, subject: Subject, ref: str) -> T:
+    async def _call(self, fn: Callable[[EngineClient], T], *, action: str, subject: Subject, ref: str) -> T:
         def run() -> T:
             try:
                 return fn(self._api())
@@ -117,12 +111,9 @@ class DockerRuntime(Runtime):
 
         return await run_blocking(self._executor, run)
 
-    def _url(self, api: docker.APIClient, path: str) -> str:
-        return f"{api.base_url}/v{api.api_version}{path}"
-
     async def _inspect_raw(self, container_id: str) -> dict[str, Any]:
         return await self._call(
-            lambda api: api.inspect_container(container_id),
+            lambda api: api.call("GET", path("/containers/{}/json", container_id)),
             action="inspect",
             subject="container",
             ref=container_id,
@@ -140,7 +131,7 @@ class DockerRuntime(Runtime):
     # --- engine and images ------------------------------------------------
 
     async def version(self) -> RuntimeVersion:
-        info = await self._call(lambda api: api.version(), action="version", subject="engine", ref="")
+        info = await self._call(lambda api: api.call("GET", "/version"), action="version", subject="engine", ref="")
         names = " ".join(str(c.get("Name", "")) for c in info.get("Components") or [])
         name = "podman" if "podman" in names.lower() else "docker"
         return RuntimeVersion(
@@ -152,7 +143,7 @@ class DockerRuntime(Runtime):
     async def _image_present(self, image: str) -> bool:
         try:
             await self._call(
-                lambda api: api.inspect_image(image),
+                lambda api: api.call("GET", path("/images/{}/json", image)),
                 action="inspect image",
                 subject="image",
                 ref=image,
@@ -185,93 +176,126 @@ class DockerRuntime(Runtime):
     async def _pull(self, image: str, progress_cb: ProgressCallback | None) -> None:
         repo, tag = parse_repository_tag(image)
         # Without a tag the Engine pulls *every* tag; Kubernetes means :latest.
-        tag = tag or "latest"
+        params = {"fromImage": repo, "tag": tag or "latest"}
 
-        def start(api: docker.APIClient) -> Iterator[dict[str, Any]]:
+        def start(api: EngineClient) -> EngineStream:
             try:
-                return iter(api.pull(repo, tag=tag, stream=True, decode=True))
-            except docker.errors.APIError as exc:
-                detail = exc.explanation or str(exc)
-                if isinstance(detail, bytes):
-                    detail = detail.decode("utf-8", "replace")
-                raise ImageNotFound(image, f"not present locally and the pull failed: {detail}") from exc
+                return api.stream("POST", "/images/create", params=params, headers=api.registry_auth_header(repo))
+            except EngineError as exc:
+                raise ImageNotFound(image, f"not present locally and the pull failed: {exc.message}") from exc
 
-        messages = await self._call(start, action="pull", subject="image", ref=image)
-        async for message in iterate_blocking(self._streams, messages, interrupt=lambda: None):
-            if "error" in message:
-                detail = (message.get("errorDetail") or {}).get("message") or message["error"]
-                raise ImageNotFound(image, f"not present locally and the pull failed: {detail}")
-            if progress_cb is not None:
-                detail = message.get("progressDetail") or {}
-                progress_cb(
-                    PullProgress(
-                        image=image,
-                        status=str(message.get("status", "")),
-                        layer=message.get("id"),
-                        current=detail.get("current"),
-                        total=detail.get("total"),
+        stream = await self._call(start, action="pull", subject="image", ref=image)
+        messages = (json.loads(line) for line in stream.lines())
+        try:
+            async for message in iterate_blocking(self._streams, messages, interrupt=stream.abort):
+                if not isinstance(message, dict):
+                    continue
+                if "error" in message:
+                    detail = (message.get("errorDetail") or {}).get("message") or message["error"]
+                    raise ImageNotFound(image, f"not present locally and the pull failed: {detail}")
+                if progress_cb is not None:
+                    detail = message.get("progressDetail") or {}
+                    progress_cb(
+                        PullProgress(
+                            image=image,
+                            status=str(message.get("status", "")),
+                            layer=message.get("id"),
+                            current=detail.get("current"),
+                            total=detail.get("total"),
+                        )
                     )
-                )
+        except (OSError, ValueError) as exc:
+            raise translate(exc, subject="image", ref=image, action="pull") from exc
 
     # --- lifecycle --------------------------------------------------------
 
     async def create(self, spec: ContainerSpec) -> str:
-        def run(api: docker.APIClient) -> str:
-            host_config = api.create_host_config(**host_config_kwargs(spec))
-            config = container_config(api, spec, host_config)
-            container_id: str = api.create_container_from_config(config, name=spec.name)["Id"]
+        def run(api: EngineClient) -> str:
+            created = api.call("POST", "/containers/create", params={"name": spec.name}, body=container_config(spec))
+            container_id: str = created["Id"]
             if spec.files:
                 try:
-                    if not api.put_archive(container_id, "/", files_tar(spec.files)):
-                        raise RuntimeErrorBase(f"placing files into {spec.name} failed")
+                    api.call(
+                        "PUT",
+                        path("/containers/{}/archive", container_id),
+                        params={"path": "/"},
+                        body=files_tar(spec.files),
+                        headers={"Content-Type": "application/x-tar"},
+                    )
                 except BaseException:
                     with contextlib.suppress(Exception):
-                        api.remove_container(container_id, force=True, v=True)
+                        api.call("DELETE", path("/containers/{}", container_id), params={"force": 1, "v": 1})
                     raise
             return container_id
 
         return await self._call(run, action="create", subject="image", ref=spec.image)
 
     async def start(self, container_id: str) -> None:
-        await self._call(
-            lambda api: api.start(container_id),
-            action="start",
-            subject="container",
-            ref=container_id,
-        )
+        try:
+            await self._call(
+                lambda api: api.call("POST", path("/containers/{}/start", container_id)),
+                action="start",
+                subject="container",
+                ref=container_id,
+            )
+        except ContainerStartError as exc:
+            with contextlib.suppress(RuntimeErrorBase):
+                full_id = (await self._inspect_raw(container_id))["Id"]
+                while len(self._start_errors) >= MAX_START_ERRORS:
+                    del self._start_errors[next(iter(self._start_errors))]
+                self._start_errors[full_id] = str(exc)
+            raise
 
     async def stop(self, container_id: str, grace_seconds: float = 10.0) -> None:
         grace = max(0, math.ceil(grace_seconds))
         await self._call(
-            lambda api: api.stop(container_id, timeout=grace),
+            lambda api: api.call(
+                "POST",
+                path("/containers/{}/stop", container_id),
+                params={"t": grace},
+                timeout=self.config.timeout + grace,
+            ),
             action="stop",
             subject="container",
             ref=container_id,
         )
 
     async def remove(self, container_id: str, *, force: bool = True) -> None:
-        def run(api: docker.APIClient) -> None:
+        def run(api: EngineClient) -> None:
             try:
-                api.remove_container(container_id, force=force, v=True)
-            except docker.errors.APIError as exc:
-                if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                api.call("DELETE", path("/containers/{}", container_id), params={"force": int(force), "v": 1})
+            except EngineError as exc:
+                if exc.status == 409 and "already in progress" in exc.message:
                     return
                 raise
 
         await self._call(run, action="remove", subject="container", ref=container_id)
+        for key in [k for k in self._start_errors if k.startswith(container_id)]:
+            del self._start_errors[key]
 
     async def inspect(self, container_id: str) -> ContainerStatus:
-        return status_from_inspect(await self._inspect_raw(container_id))
+        return self._status(await self._inspect_raw(container_id))
+
+    def _status(self, data: dict[str, Any]) -> ContainerStatus:
+        state = data.get("State") or {}
+        error = self._start_errors.get(str(data.get("Id")))
+        if error is not None and not state.get("Error") and str(state.get("Status", "")).lower() == "created":
+            lowered = error.lower()
+            code = 127 if "not found" in lowered or "no such file" in lowered else 126  # as Docker sets them
+            data = {**data, "State": {**state, "Error": error, "ExitCode": code}}
+        return status_from_inspect(data)
 
     async def list(self, labels: Mapping[str, str] | None = None) -> builtins.list[ContainerStatus]:
-        filters = {"label": [f"{key}={value}" for key, value in (labels or {}).items()]}
+        filters = json.dumps({"label": [f"{key}={value}" for key, value in (labels or {}).items()]})
 
-        def run(api: docker.APIClient) -> builtins.list[ContainerStatus]:
+        def run(api: EngineClient) -> builtins.list[ContainerStatus]:
             out = []
-            for item in api.containers(all=True, filters=filters):
+            for item in api.call("GET", "/containers/json", params={"all": 1, "filters": filters}) or []:
                 try:
-                    out.append(status_from_inspect(api.inspect_container(item["Id"])))
-                except docker.errors.NotFound:
+                    out.append(self._status(api.call("GET", path("/containers/{}/json", item["Id"]))))
+                except EngineError as exc:
+                    if exc.status != 404:
+                        raise
                     continue  # removed between listing and inspecting
             return out
 
@@ -301,24 +325,22 @@ class DockerRuntime(Runtime):
             seconds, nanos = divmod(datetime_to_ns(since), 1_000_000_000)
             params["since"] = f"{seconds}.{nanos:09d}"
 
-        def open_stream(api: docker.APIClient) -> requests.Response:
-            url = self._url(api, f"/containers/{quote(info['Id'])}/logs")
-            response = api.get(url, params=params, stream=True)
-            check_response(response, subject="container", ref=container_id, action="logs")
-            sock = _response_socket(response)
-            if sock is not None:
-                sock.settimeout(None)  # a quiet follower is not a dead daemon
-            return response
+        def open_stream(api: EngineClient) -> EngineStream:
+            stream = api.stream("GET", path("/containers/{}/logs", info["Id"]), params=params)
+            stream.settimeout(None)  # a quiet follower is not a dead daemon
+            return stream
 
-        response = await self._call(open_stream, action="logs", subject="container", ref=container_id)
+        stream = await self._call(open_stream, action="logs", subject="container", ref=container_id)
         demux = None if tty else StreamDemuxer()
-        chunks = response.iter_content(chunk_size=None)
-        async for data in iterate_blocking(self._streams, chunks, interrupt=lambda: _abort(response)):
-            if demux is None:
-                yield OutputChunk(Stream.STDOUT, data)
-            else:
-                for chunk in demux.feed(data):
-                    yield chunk
+        try:
+            async for data in iterate_blocking(self._streams, stream.chunks(), interrupt=stream.abort):
+                if demux is None:
+                    yield OutputChunk(Stream.STDOUT, data)
+                else:
+                    for chunk in demux.feed(data):
+                        yield chunk
+        except OSError as exc:
+            raise translate(exc, subject="container", ref=container_id, action="logs") from exc
 
     async def exec(
         self, container_id: str, cmd: Sequence[str], *, tty: bool = False, stdin: bool = False
@@ -326,16 +348,25 @@ class DockerRuntime(Runtime):
         if isinstance(cmd, str) or not cmd:
             raise RuntimeErrorBase("exec needs a non-empty argument list")
 
-        def run(api: docker.APIClient) -> tuple[str, Any]:
-            created = api.exec_create(container_id, list(cmd), stdin=stdin, tty=tty, stdout=True, stderr=True)
-            exec_id: str = created["Id"]
-            return exec_id, hijack(api.exec_start(exec_id, tty=tty, socket=True))
+        body = {
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+            "Cmd": list(cmd),
+            "Privileged": False,
+            "User": "",
+        }
+
+        def run(api: EngineClient) -> tuple[str, Upgraded]:
+            exec_id: str = api.call("POST", path("/containers/{}/exec", container_id), body=body)["Id"]
+            return exec_id, api.upgrade(path("/exec/{}/start", exec_id), body={"Tty": tty, "Detach": False})
 
         exec_id, hijacked = await self._call(run, action="exec", subject="container", ref=container_id)
 
         async def inspect_exec() -> dict[str, Any]:
             return await self._call(
-                lambda api: api.exec_inspect(exec_id),
+                lambda api: api.call("GET", path("/exec/{}/json", exec_id)),
                 action="exec inspect",
                 subject="exec",
                 ref=exec_id,
@@ -354,7 +385,9 @@ class DockerRuntime(Runtime):
             for attempt in range(20):
                 try:
                     await self._call(
-                        lambda api: api.exec_resize(exec_id, height=height, width=width),
+                        lambda api: api.call(
+                            "POST", path("/exec/{}/resize", exec_id), params={"h": height, "w": width}
+                        ),
                         action="exec resize",
                         subject="exec",
                         ref=exec_id,
@@ -375,7 +408,7 @@ class DockerRuntime(Runtime):
         full_id = info["Id"]
         params = {"stdin": int(stdin), "stdout": 1, "stderr": 1, "stream": 1, "logs": 0}
         hijacked = await self._call(
-            lambda api: hijack(api.attach_socket(full_id, params=params)),
+            lambda api: api.upgrade(path("/containers/{}/attach", full_id), params=params),
             action="attach",
             subject="container",
             ref=container_id,
@@ -387,7 +420,7 @@ class DockerRuntime(Runtime):
 
         async def resize(width: int, height: int) -> None:
             await self._call(
-                lambda api: api.resize(full_id, height=height, width=width),
+                lambda api: api.call("POST", path("/containers/{}/resize", full_id), params={"h": height, "w": width}),
                 action="resize",
                 subject="container",
                 ref=container_id,
@@ -396,37 +429,24 @@ class DockerRuntime(Runtime):
         return DockerAttachSession(hijacked, container_id=full_id, tty=tty, resize=resize, wait=wait)
 
     async def stats(self, container_id: str) -> ContainerStats:
-        def run(api: docker.APIClient) -> ContainerStats:
-            one_shot = True if docker.utils.version_gte(api.api_version, "1.41") else None
-            sample = api.stats(container_id, stream=False, one_shot=one_shot)
-            response = api.get(self._url(api, f"/containers/{quote(container_id)}/json"), params={"size": 1})
-            check_response(response, subject="container", ref=container_id, action="stats")
-            size = response.json().get("SizeRw")
+        def run(api: EngineClient) -> ContainerStats:
+            params = {"stream": 0}
+            if _version_tuple(api.api_version) >= (1, 41):
+                params["one-shot"] = 1
+            sample = api.call("GET", path("/containers/{}/stats", container_id), params=params)
+            size = api.call("GET", path("/containers/{}/json", container_id), params={"size": 1}).get("SizeRw")
             return stats_from_docker(sample, size_rw=int(size) if size is not None else None)
 
         return await self._call(run, action="stats", subject="container", ref=container_id)
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await run_blocking(self._executor, client.close)
+        self._client = None  # holds no connections
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._streams.shutdown(wait=False, cancel_futures=True)
 
 
-def _response_socket(response: requests.Response) -> socket.socket | None:
+def _version_tuple(version: str) -> tuple[int, ...]:
     try:
-        sock = response.raw._fp.fp.raw._sock  # urllib3 -> http.client -> SocketIO -> socket
-    except AttributeError:
-        return None
-    return sock if isinstance(sock, socket.socket) else None
-
-
-def _abort(response: requests.Response) -> None:
-    """Unblock a thread reading ``response`` (shutdown wakes a blocked recv; close does not)."""
-    sock = _response_socket(response)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        response.close()
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import pytest
@@ -113,14 +112,12 @@ def test_hijack_keeps_bytes_buffered_with_the_upgrade_response(tmp_path) -> None
     """The first output can arrive in the same read as the 101 response headers.
 
     A real dockerd rarely does that on loopback, so a byte-level server sends
-    both in one write; the docker SDK's real HTTP stack parses it.
+    both in one write; the agent's own Engine API client parses it.
     """
     import socket
     import threading
 
-    import docker
-
-    from edge_agent.runtime._docker_session import hijack
+    from edge_agent.runtime._docker_http import EngineClient
 
     path = str(tmp_path / "upgrade.sock")
     payload = frame(Stream.STDOUT, b"early bytes\n")
@@ -147,11 +144,10 @@ def test_hijack_keeps_bytes_buffered_with_the_upgrade_response(tmp_path) -> None
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    api = docker.APIClient(base_url=f"unix://{path}", version="1.41", timeout=5)
+    api = EngineClient(f"unix://{path}", api_version="1.41", timeout=5)
     try:
-        hijacked = hijack(api.exec_start("someexec", socket=True))
+        hijacked = api.upgrade("/exec/someexec/start", body={"Tty": False, "Detach": False})
         data = hijacked.leftover
-        hijacked.sock.setblocking(True)
         hijacked.sock.settimeout(0.2)
         try:
             while len(data) < len(payload):
@@ -161,10 +157,6 @@ def test_hijack_keeps_bytes_buffered_with_the_upgrade_response(tmp_path) -> None
         assert data == payload
         assert hijacked.leftover, "the payload should have been buffered with the headers"
         hijacked.sock.close()
-        for holder in hijacked.keepalive:
-            with contextlib.suppress(Exception):
-                holder.close()
     finally:
-        api.close()
         server.close()
         thread.join(timeout=5)

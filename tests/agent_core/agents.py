@@ -70,6 +70,9 @@ backoff_initial_seconds = {pods.backoff_initial_seconds}
 backoff_max_seconds = {pods.backoff_max_seconds}
 poll_seconds = {pods.poll_seconds}
 default_grace_seconds = {pods.default_grace_seconds}
+[features]
+host_exec = {str(config.features.host_exec).lower()}
+host_port_forward = {str(config.features.host_port_forward).lower()}
 """.replace("'", '"')
 
 

@@ -49,28 +49,39 @@ class BridgePki:
 
 @pytest.fixture(scope="session")
 def bridge_pki() -> Iterator[BridgePki]:
+    with tempfile.TemporaryDirectory(prefix="edgefleet-bridge-pki-") as tmp:
+        yield make_bridge_pki(Path(tmp))
+
+
+def make_bridge_pki(directory: Path) -> BridgePki:
+    """A CA and the bridge's kubelet serving cert (127.0.0.1 and a routable IPv4, if any) in ``directory``."""
     extra = routable_ipv4()
     ips = ("127.0.0.1", extra) if extra else ("127.0.0.1",)
-    with tempfile.TemporaryDirectory(prefix="edgefleet-bridge-pki-") as tmp:
-        ca = CertificateAuthority(Path(tmp), "edgefleet-bridge-kubelet-ca")
-        serving = ca.issue(
-            "kubelet-serving",
-            "edgefleet-bridge",
-            client=False,
-            server=True,
-            dns_names=["localhost"],
-            ip_addresses=ips,
-        )
-        yield BridgePki(ca, serving, ips)
+    ca = CertificateAuthority(directory, "edgefleet-bridge-kubelet-ca")
+    serving = ca.issue(
+        "kubelet-serving",
+        "edgefleet-bridge",
+        client=False,
+        server=True,
+        dns_names=["localhost"],
+        ip_addresses=ips,
+    )
+    return BridgePki(ca, serving, ips)
+
+
+def bridge_apiserver_args(pki: BridgePki) -> list[str]:
+    """kube-apiserver flags so it reaches the bridge's kubelet API and verifies its serving cert."""
+    return [
+        "--kubelet-preferred-address-types=InternalIP",
+        f"--kubelet-certificate-authority={pki.ca.cert_path}",
+        # Aggregated APIs (metrics-server for `kubectl top`) reached at their endpoints: no kube-proxy here.
+        "--enable-aggregator-routing=true",
+    ]
 
 
 @pytest.fixture(scope="session")
 def control_plane(bridge_pki: BridgePki) -> Iterator[ControlPlane]:
-    args = [
-        "--kubelet-preferred-address-types=InternalIP",
-        f"--kubelet-certificate-authority={bridge_pki.ca.cert_path}",
-    ]
-    with ControlPlane(kubeconfig=None, apiserver_args=args) as cp:
+    with ControlPlane(kubeconfig=None, apiserver_args=bridge_apiserver_args(bridge_pki)) as cp:
         yield cp
 
 

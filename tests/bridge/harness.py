@@ -10,7 +10,9 @@ closes the server and records tasks that were still alive afterwards in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 import socket
 from pathlib import Path
 
@@ -24,8 +26,12 @@ log = logging.getLogger(__name__)
 class ServerThread(LoopThread):
     name = "kubelet-server"
 
-    def __init__(self, config: ServerConfig, workdir: Path) -> None:
+    def __init__(self, config: ServerConfig, workdir: Path, *, node_ports: dict[int, str] | None = None) -> None:
         self.config = config
+        self.node_ports = node_ports if node_ports is not None else {}
+        """Per-node port -> node name (``config.node_ports``); may be changed while running."""
+        self.node_hosts: dict[str, str] = {}
+        """Host header name -> node name (``KubeletServer.node_for_host``); may be changed while running."""
         self.workdir = workdir
         self.port = 0
         self.echo_port = 0
@@ -48,7 +54,9 @@ class ServerThread(LoopThread):
         self._provider = LocalProvider(self.workdir)
         self._echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
         self.echo_port = self._echo.sockets[0].getsockname()[1]
-        self._server = KubeletServer(self._provider, config=self.config)
+        self._server = KubeletServer(
+            self._provider, config=self.config, node_for_port=self.node_ports.get, node_for_host=self.node_hosts.get
+        )
         await self._server.start()
         self.port = self._server.port
 
@@ -77,3 +85,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_port_range(hosts: tuple[str, ...] | list[str], count: int) -> tuple[int, int]:
+    """``count`` consecutive ports free on every host now (bound and released, as ``free_port`` does)."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(20000, 60000)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    for host in hosts:
+                        stack.enter_context(socket.socket()).bind((host, port))
+            except OSError:
+                continue
+            return first, first + count - 1
+    raise RuntimeError(f"no {count} consecutive free ports")

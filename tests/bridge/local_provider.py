@@ -8,7 +8,10 @@
 * logs: in-memory lines per container; ``append_log`` / ``end_log``.
 
 Pods: ``pods`` (known, online) and ``offline`` (-> Unavailable); anything
-else -> NotFound. Everything else in the tests is real.
+else -> NotFound. Node-scoped calls: every node name is served (recorded in
+``node_calls``) except those in ``offline_nodes`` (-> Unavailable); stats
+are a fixed sample of the known pods, converted by ``cloud_bridge.stats_format``.
+Everything else in the tests is real.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fleetproto as fp
+from cloud_bridge import stats_format
 from cloud_bridge.kubelet import (
     BadRequest,
     ByteConn,
@@ -57,6 +62,8 @@ class LocalProvider:
         self.known: dict[Key, set[str]] = {}  # (ns, pod) -> container names
         self.pod_objects: dict[Key, dict[str, Any]] = {}
         self.offline: set[Key] = set()
+        self.offline_nodes: set[str] = set()
+        self.node_calls: list[tuple[str, str | None]] = []  # (call, node)
         self.ports: dict[int, int] = {}
         self.attach_command = list(attach_command)
         self.resizes: list[TerminalSize] = []
@@ -172,22 +179,45 @@ class LocalProvider:
         finally:
             self.followers -= 1
 
-    async def pods(self) -> list[dict[str, Any]]:
-        return [self.pod_objects.get(key, {"metadata": {"namespace": key[0], "name": key[1]}}) for key in self.known]
+    async def pods(self, node: str | None = None) -> list[dict[str, Any]]:
+        self.node_calls.append(("pods", node))
+        objs = [self.pod_objects.get(key, {"metadata": {"namespace": key[0], "name": key[1]}}) for key in self.known]
+        return [o for o in objs if node is None or (o.get("spec") or {}).get("nodeName") == node]
 
-    async def stats_summary(self) -> dict[str, Any]:
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return {
-            "node": {"nodeName": "edgefleet-bridge", "startTime": now, "cpu": {"time": now, "usageNanoCores": 1000}},
-            "pods": [{"podRef": {"namespace": ns, "name": pod}} for ns, pod in self.known],
-        }
-
-    async def metrics_resource(self) -> str:
-        return (
-            "# HELP node_cpu_usage_seconds_total Cumulative cpu time consumed by the node in core-seconds\n"
-            "# TYPE node_cpu_usage_seconds_total counter\n"
-            "node_cpu_usage_seconds_total 12.5 1700000000000\n"
+    def _sample(self, node: str) -> tuple[fp.StatsSummary, dict[str, stats_format.PodMeta]]:
+        if node in self.offline_nodes:
+            raise Unavailable(f"device {node} is offline")
+        known: dict[str, stats_format.PodMeta] = {}
+        usages = []
+        for (ns, pod), containers in sorted(self.known.items()):
+            obj = self.pod_objects.get((ns, pod), {})
+            if (obj.get("spec") or {}).get("nodeName") not in (None, node):
+                continue
+            uid = f"uid-{ns}-{pod}"
+            known[uid] = stats_format.PodMeta(uid=uid, namespace=ns, name=pod)
+            cs = tuple(
+                fp.ContainerUsage(name=c, cpu_usage_ns=2_500_000_000, memory_working_set_bytes=4 << 20)
+                for c in sorted(containers)
+            )
+            usages.append(fp.PodUsage(uid=uid, namespace=ns, name=pod, containers=cs))
+        node_usage = fp.NodeUsage(
+            cpu_usage_ns=12_500_000_000,
+            memory_working_set_bytes=256 << 20,
+            memory_available_bytes=768 << 20,
+            fs_capacity_bytes=10 << 30,
+            fs_available_bytes=4 << 30,
         )
+        return fp.StatsSummary(time=1_700_000_000.0, node=node_usage, pods=tuple(usages)), known
+
+    async def stats_summary(self, node: str) -> dict[str, Any]:
+        self.node_calls.append(("stats_summary", node))
+        sample, known = self._sample(node)
+        return stats_format.summary_document(node, sample, known)
+
+    async def metrics_resource(self, node: str) -> str:
+        self.node_calls.append(("metrics_resource", node))
+        sample, known = self._sample(node)
+        return stats_format.resource_metrics_text(sample, known)
 
     # -- processes ----------------------------------------------------------------------------
 

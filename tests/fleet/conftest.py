@@ -52,9 +52,20 @@ def broker() -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def fleet_bridge(control_plane: ControlPlane, bridge_pki: BridgePki, broker: Broker) -> Iterator[BridgeThread]:  # noqa: F811
+    thread = BridgeThread(fleet_bridge_config(control_plane, bridge_pki, broker), str(control_plane.kubeconfig_path))
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+    assert thread.leftover_tasks == [], thread.leftover_tasks
+
+
+def fleet_bridge_config(control_plane: ControlPlane, bridge_pki: BridgePki, broker: Broker) -> BridgeConfig:  # noqa: F811
+    """The bridge of the fleet tests (also used by bench/kubectl_bench.py)."""
     assert control_plane.ca_cert_path is not None
     port = free_port()
-    config = BridgeConfig(
+    return BridgeConfig(
         broker=BrokerConfig(host=broker.host, port=broker.port, reconnect_min=0.05, reconnect_max=0.5),
         nodes=NodeSettings(kubelet_address="127.0.0.1", kubelet_port=port),
         kubelet=ServerConfig(
@@ -67,13 +78,9 @@ def fleet_bridge(control_plane: ControlPlane, bridge_pki: BridgePki, broker: Bro
         ),
         session_config=FAST,
         pod_poll_seconds=30,  # the watch must carry changes; the list is only a safety net
+        auto_register=True,
+        edge_devices=False,  # every device admitted; tests/fleet/edgedevices.py has the registry's bridges
     )
-    thread = BridgeThread(config, str(control_plane.kubeconfig_path)).start()
-    try:
-        yield thread
-    finally:
-        thread.stop()
-    assert thread.leftover_tasks == [], thread.leftover_tasks
 
 
 @pytest.fixture
@@ -86,20 +93,30 @@ def start_agent(
     started: list[tuple[str, AgentProcess]] = []
 
     def start() -> tuple[str, AgentProcess]:
-        name = f"edge-{uuid.uuid4().hex[:8]}"
-        data = tmp_path / name
-        data.mkdir()
-        proc = AgentProcess(agent_config(broker, name, data, docker_host), tmp_path).start()
+        name, proc = start_device_agent(broker, docker_host, tmp_path)
         started.append((name, proc))
         return name, proc
 
     yield start
     for name, proc in started:
-        proc.stop()
-        for _ in range(5):
-            if not remove_node_containers(docker_host, name):
-                break
-            time.sleep(1)
+        stop_device_agent(docker_host, name, proc)
+
+
+def start_device_agent(broker: Broker, docker_host: str, workdir: Path) -> tuple[str, AgentProcess]:
+    """A real agent subprocess (docker runtime) as a new device named ``edge-<random>``."""
+    name = f"edge-{uuid.uuid4().hex[:8]}"
+    data = workdir / name
+    data.mkdir()
+    return name, AgentProcess(agent_config(broker, name, data, docker_host), workdir).start()
+
+
+def stop_device_agent(docker_host: str, name: str, proc: AgentProcess) -> None:
+    """Stop the agent and remove every container it made."""
+    proc.stop()
+    for _ in range(5):
+        if not remove_node_containers(docker_host, name):
+            break
+        time.sleep(1)
 
 
 def wait_until(probe: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.3) -> Any:

@@ -35,6 +35,7 @@ def test_main_serves_a_device(control_plane, bridge_pki, own_broker, docker_host
         "--kubelet-address", "127.0.0.1", "--kubelet-bind", "127.0.0.1", "--kubelet-port", str(port),
         "--tls-cert", str(bridge_pki.serving.cert_path), "--tls-key", str(bridge_pki.serving.key_path),
         "--client-ca", str(control_plane.ca_cert_path),
+        "--auto-register",  # no EdgeDevice for the device (without the CRD installed: admit all)
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(

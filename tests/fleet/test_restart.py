@@ -42,6 +42,8 @@ def test_bridge_restart_keeps_the_device(control_plane, bridge_pki, own_broker, 
             ),
             session_config=FAST,
             pod_poll_seconds=0.5,
+            auto_register=True,
+            edge_devices=False,
         )
 
     node = f"edge-{secrets.token_hex(4)}"
