@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -245,24 +244,18 @@ def bench_echo(cp: ControlPlane, ns: str, baselines: BaselineLoop, rounds: int, 
 
 
 def http_get_bytes(port: int, path: str) -> int:
-    """Body bytes of an HTTP/1.0 GET (read until the server closes)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
-        s.settimeout(60)
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n".encode())
-        buf = bytearray(1 << 20)
-        head = b""
-        total = -1  # -1: still reading the response header
-        while n := s.recv_into(buf):
-            if total >= 0:
-                total += n
-                continue
-            head += bytes(buf[:n])
-            if b"\r\n\r\n" in head:
-                header, _, body = head.partition(b"\r\n\r\n")
-                if not re.match(rb"HTTP/1\.[01] 200", header):
-                    raise RuntimeError(f"port-forwarded GET failed: {header[:200]!r}")
-                total = len(body)
-        return total
+    """Body bytes of a GET by curl, a process of its own as a user's client would be
+    (a reader thread in this process would fight the bridge's thread for the GIL)."""
+    out = subprocess.run(
+        ["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"port-forwarded GET failed: {out.stderr.strip()[:300]}")
+    return int(out.stdout)
 
 
 async def device_leg_get(bridge: Bridge, namespace: str, size: int) -> float:

@@ -37,6 +37,7 @@ from .config import AgentConfig
 from .control import ControlSession
 from .epoch import next_epoch
 from .outbox import Outbox
+from .podhosts import PodHostsFiles
 from .reconciler import Reconciler, ReconcilerConfig
 from .store import PodStore
 from .streams import StreamContext, serve
@@ -108,6 +109,7 @@ class Agent:
                 ),
                 on_status=self.outbox.put_status,
                 on_deleted=self.outbox.put_deleted,
+                hosts=self._pod_hosts(),
             )
             self.stream_context = StreamContext(
                 runtime=runtime,
@@ -119,7 +121,9 @@ class Agent:
             if config.services.enabled:
                 from .services import ServiceManager
 
-                self.services = ServiceManager(config.services, self._open_stream, self.counters)
+                self.services = ServiceManager(
+                    config.services, self._open_stream, self.counters, pod_hosts=self.reconciler.hosts
+                )
                 await self.services.start()
             log.info(
                 "edge agent %s starting: runtime %s, %d desired pod(s), epoch %d",
@@ -153,6 +157,15 @@ class Agent:
             if self._own_runtime:
                 await runtime.aclose()
             log.info("edge agent %s stopped (containers keep running)", config.name)
+
+    def _pod_hosts(self) -> PodHostsFiles | None:
+        """Per-pod hosts files for engines; the process runtime's pods read the device's own."""
+        if self.config.runtime.kind == "process":
+            return None
+        services = self.config.services
+        return PodHostsFiles(
+            self.config.data_dir / "pods", host_network_file=services.hosts_file if services.enabled else None
+        )
 
     async def _supervise(self, name: str, factory: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``factory()`` forever: a crash is logged, counted and followed by a restart."""

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Sequence
 
 import fleetproto as fp
-from edge_agent.runtime import ContainerSpec, ContainerStatus, FileSpec, PortSpec, PullPolicy, Resources
+from edge_agent.runtime import ContainerSpec, ContainerStatus, FileSpec, MountSpec, PortSpec, PullPolicy, Resources
 from fleetproto.framing import pack
 
 LABEL_NODE = "org.edgefleet.node"
@@ -44,6 +45,11 @@ def pull_policy(container: fp.Container) -> PullPolicy:
 def container_name(pod: fp.DesiredPod, container: fp.Container, attempt: int) -> str:
     """Unique per attempt; readable in ``docker ps`` (the kubelet's ``k8s_...`` scheme, reordered)."""
     return f"ef_{pod.namespace}_{pod.name}_{container.name}_{pod.uid[:8]}_{attempt}"
+
+
+def pod_hostname(pod: fp.DesiredPod) -> str:
+    """``spec.hostname``, else the pod's name cut to a DNS label's 63 characters (the kubelet's rule)."""
+    return pod.hostname or pod.name[:63].rstrip("-.")
 
 
 def attempt_of(status: ContainerStatus) -> int:
@@ -89,10 +95,16 @@ def runtime_spec(
     node: str,
     attempt: int,
     network_of: str | None = None,
+    mounts: Sequence[MountSpec] = (),
 ) -> ContainerSpec:
-    """``network_of``: join that container's network namespace (a pod shares one, like the kubelet's sandbox)."""
+    """``network_of``: join that container's network namespace (a pod shares one, like the kubelet's sandbox).
+
+    The container that owns the pod's network namespace is named after the pod (``pod_hostname``);
+    the engine gives the ones that join it the same hostname; host-network pods have the device's.
+    """
     res = container.resources
     extra = {LABEL_NETWORK_OF: network_of} if network_of and not pod.host_network else {}
+    own_network = not pod.host_network and not network_of
     return ContainerSpec(
         name=container_name(pod, container, attempt),
         image=container.image,
@@ -129,4 +141,6 @@ def runtime_spec(
             **extra,
         },
         network_mode="host" if pod.host_network else f"container:{network_of}" if network_of else None,
+        mounts=mounts,
+        hostname=pod_hostname(pod) if own_network else None,
     )

@@ -124,6 +124,7 @@ class PodWorker:
     async def sync(self, pod: fp.DesiredPod) -> bool:
         """One reconcile pass; True if it changed something (another pass should follow)."""
         observed = self._observed = await self._observe()
+        self._update_hosts(pod)
         if self.start_time is None:
             created = [s.created_at.timestamp() for group in observed.values() for s in group if s.created_at]
             self.start_time = min(created) if created else time.time()
@@ -224,12 +225,14 @@ class PodWorker:
             track.waiting = ("ContainerCreating", "waiting for the pod's first container, whose network it joins")
             self.wake_at(now + self.rec.config.poll_seconds)
             return False
+        hosts = self.rec.hosts.mount_for(pod) if self.rec.hosts is not None else None
         runtime_spec = podspec.runtime_spec(
             pod,
             spec,
             node=self.rec.config.node,
             attempt=attempt,
             network_of=network_of if isinstance(network_of, str) else None,
+            mounts=[hosts] if hosts is not None else [],
         )
         try:
             try:
@@ -253,6 +256,16 @@ class PodWorker:
             ContainerStatus(id=cid, name=runtime_spec.name, image=spec.image, state=ContainerState.CREATED)
         )
         return True
+
+    def _update_hosts(self, pod: fp.DesiredPod) -> None:
+        """Keep the pod's hosts file's address line current (the first container may have a new one)."""
+        if self.rec.hosts is None or pod.host_network:
+            return
+        try:
+            self.rec.hosts.update(pod, self._pod_ip(pod))
+        except OSError as exc:
+            self.rec.counters["pod_hosts_errors"] += 1
+            log.warning("pod %s: cannot write its hosts file: %s", pod.key, exc)
 
     def _network_of(self, pod: fp.DesiredPod, index: int) -> str | bool:
         """Whose network namespace container ``index`` joins: the first container's id, ``True``
@@ -320,6 +333,8 @@ class PodWorker:
             log.info("pod %s/%s: stopping %d container(s), grace %.0fs", namespace, name, len(instances), grace)
         await self._remove_all(instances, grace)
         self.tracks.clear()
+        if self.rec.hosts is not None:
+            self.rec.hosts.remove(self.uid)
         self.rec.deleted(self.uid, namespace, name)
 
     # ------------------------------------------------------------------ status

@@ -37,6 +37,7 @@ from edge_agent.runtime import (
 )
 
 from .backoff import Backoff
+from .podhosts import PodHostsFiles
 from .podspec import LABEL_CONTAINER, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, attempt_of
 from .podworker import PodWorker
 from .store import DesiredState, PodStore
@@ -72,7 +73,9 @@ class Reconciler:
         *,
         on_status: Callable[[fp.PodStatusReport], None] = lambda report: None,
         on_deleted: Callable[[fp.PodDeleted], None] = lambda deleted: None,
+        hosts: PodHostsFiles | None = None,
     ) -> None:
+        """``hosts``: give each pod its own hosts file at ``/etc/hosts`` (engines; not the process runtime)."""
         self.runtime = runtime
         self.store = store
         self.config = config
@@ -88,6 +91,8 @@ class Reconciler:
         self._workers: dict[str, PodWorker] = {}
         self._delete_grace: dict[str, float] = {}
         self._fingerprints: dict[str, frozenset[tuple[object, ...]]] = {}
+        self.hosts = hosts
+        self._hosts_pruned = False
         self._poke = asyncio.Event()
         self._lock = asyncio.Lock()
 
@@ -240,6 +245,11 @@ class Reconciler:
         for uid in self.desired.keys() - by_uid.keys():
             if self._fingerprints.pop(uid, None) is not None:
                 self._worker(uid).kick()  # its containers vanished
+        if self.hosts is not None and not self._hosts_pruned:
+            self._hosts_pruned = True
+            gone = self.hosts.prune(self.desired.keys() | self._workers.keys() | by_uid.keys())
+            if gone:
+                log.info("removed the hosts files of %d pod(s) gone while the agent was away", len(gone))
 
     def poke(self) -> None:
         """Poll now (e.g. after a stream saw a container exit)."""

@@ -138,31 +138,27 @@ class KubeletServer:
         hosts = [self.config.host] if isinstance(self.config.host, str) else list(self.config.host)
         ctx = make_ssl_context(self.config)
         port = self.config.port
+
+        async def listen(host: str, port: int) -> int:
+            server = await asyncio.start_server(
+                self._on_connection,
+                host,
+                port,
+                ssl=ctx,
+                ssl_handshake_timeout=self.config.header_timeout,
+                limit=64 * 1024,
+            )
+            self._servers.append(server)
+            return int(server.sockets[0].getsockname()[1])
+
         try:
             for host in hosts:  # one by one: port 0 resolves on the first, the rest share it
-                server = await asyncio.start_server(
-                    self._on_connection,
-                    host,
-                    port,
-                    ssl=ctx,
-                    ssl_handshake_timeout=self.config.header_timeout,
-                    limit=64 * 1024,
-                )
-                self._servers.append(server)
-                port = server.sockets[0].getsockname()[1]
+                port = await listen(host, port)
             if self.config.node_ports is not None:
                 first, last = self.config.node_ports
                 for host in hosts:
                     for node_port in range(first, last + 1):
-                        server = await asyncio.start_server(
-                            self._on_connection,
-                            host,
-                            node_port,
-                            ssl=ctx,
-                            ssl_handshake_timeout=self.config.header_timeout,
-                            limit=64 * 1024,
-                        )
-                        self._servers.append(server)
+                        await listen(host, node_port)
         except BaseException:
             await self.close()
             raise

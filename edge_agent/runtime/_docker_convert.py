@@ -42,6 +42,7 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
     """The body of ``POST /containers/create`` (the fields the docker SDK sent, same values)."""
     config: dict[str, Any] = {
         "Image": spec.image,
+        "Hostname": spec.hostname,
         # Kubernetes semantics: command replaces ENTRYPOINT (Docker then drops
         # the image's CMD as well), args replaces CMD.
         "Entrypoint": list(spec.command) or None,
@@ -63,8 +64,12 @@ def container_config(spec: ContainerSpec) -> dict[str, Any]:
 
 
 def host_config(spec: ContainerSpec) -> dict[str, Any]:
-    """``HostConfig`` of the create body: port bindings, limits, network mode."""
+    """``HostConfig`` of the create body: port bindings, bind mounts, limits, network mode."""
     config: dict[str, Any] = {"NetworkMode": spec.network_mode or "default"}
+    if spec.mounts:
+        # ``Binds`` (not ``Mounts``): the form both Docker and Podman's compat API have always taken.
+        # A mount at /etc/hosts makes the engine skip its own hosts file for the container.
+        config["Binds"] = [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in spec.mounts]
     bindings: dict[str, list[dict[str, str]]] = {}
     for port in spec.ports:
         if port.host_port is not None:

@@ -74,6 +74,8 @@ def spec_extra(spec: ContainerSpec) -> dict[str, Any]:
         "ports": [asdict(port) for port in spec.ports],
         "resources": asdict(spec.resources),
         "network_mode": spec.network_mode,
+        "mounts": [asdict(mount) for mount in spec.mounts],
+        "hostname": spec.hostname,
     }
 
 

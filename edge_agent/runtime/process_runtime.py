@@ -21,8 +21,10 @@ What a container gets:
 * output in ``log`` (CRI format, see ``_process_logs``), so ``logs`` works
   with tail, since, timestamps and follow, also after the process ended
 
-Not isolated: no namespaces or cgroups, so ``ports``, ``network_mode`` and
-``resources`` are recorded but not enforced, and network stats are ``None``.
+Not isolated: no namespaces or cgroups, so ``ports``, ``network_mode``,
+``resources``, ``mounts`` and ``hostname`` are recorded but not enforced (a
+process sees the host's files, e.g. its ``/etc/hosts``, and its hostname),
+and network stats are ``None``.
 Containers live as long as the runtime: ``aclose`` stops them, and a runtime
 started on the same ``data_dir`` marks runs it finds unfinished as exited
 (code 255, reason ``RuntimeRestarted``) after killing any survivor.

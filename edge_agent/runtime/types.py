@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -79,6 +80,39 @@ class FileSpec:
             raise InvalidSpec(f"FileSpec.mode {self.mode:#o} is not a permission mode")
 
 
+_HOSTNAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*", re.I)
+
+
+def _absolute(path: str, what: str) -> str:
+    norm = posixpath.normpath(path)
+    if not path.startswith("/") or norm == "/" or norm.startswith("//"):
+        raise InvalidSpec(f"{what} {path!r} must be an absolute path, not /")
+    return norm
+
+
+@dataclass(frozen=True, slots=True)
+class MountSpec:
+    """A host file or directory bind-mounted into the container (it must exist on the host).
+
+    Writes through the mount and in-place rewrites on the host are seen on the
+    other side at once; a file replaced by rename on the host is not (the
+    mount holds the old inode).
+    """
+
+    source: str
+    """Absolute host path."""
+    target: str
+    """Absolute path in the container; a mount at ``/etc/hosts`` replaces the engine's own file."""
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("source", "target"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or ":" in value or "," in value:
+                raise InvalidSpec(f"mount {name} {value!r} must be a path without ':' or ','")
+            object.__setattr__(self, name, _absolute(value, f"mount {name}"))
+
+
 @dataclass(frozen=True, slots=True)
 class PortSpec:
     """A container port; published on the host only when ``host_port`` is set."""
@@ -139,6 +173,10 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     network_mode: str | None = None
     """Engine network mode (``host``, ``none``, ``container:<id>``); None: the default."""
+    mounts: Sequence[MountSpec] = ()
+    hostname: str | None = None
+    """The container's hostname; None: the engine's choice (Docker: the id's first 12 characters).
+    Not with ``host`` or ``container:`` networking, where it comes from the host or that container."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -165,6 +203,18 @@ class ContainerSpec:
                 raise InvalidSpec(f"files[{path!r}] must be a FileSpec")
             files[norm] = spec
         object.__setattr__(self, "files", MappingProxyType(files))
+        mounts = tuple(self.mounts)
+        if not all(isinstance(mount, MountSpec) for mount in mounts):
+            raise InvalidSpec("mounts must be MountSpec values")
+        targets = [mount.target for mount in mounts]
+        if len(set(targets)) != len(targets):
+            raise InvalidSpec(f"two mounts at the same target: {sorted(targets)}")
+        object.__setattr__(self, "mounts", mounts)
+        if self.hostname is not None:
+            if len(self.hostname) > 253 or not _HOSTNAME.fullmatch(self.hostname):
+                raise InvalidSpec(f"hostname {self.hostname!r} is not a valid host name")
+            if self.network_mode and (self.network_mode == "host" or self.network_mode.startswith("container:")):
+                raise InvalidSpec(f"a hostname cannot be set with network mode {self.network_mode!r}")
         if self.working_dir is not None and not self.working_dir.startswith("/"):
             raise InvalidSpec(f"working_dir {self.working_dir!r} must be absolute")
         if self.stdin_once and not self.stdin:

@@ -3,8 +3,9 @@
 For every granted Service the device gets what a pod in the cluster would
 see: its ClusterIP (a /32 on the dummy interface ``[services] interface``),
 a listener on each of its TCP ports there, and its DNS names in the managed
-block of ``[services] hosts_file``. Each connection to a listener is carried
-to the bridge over one ``service`` stream (``listeners``).
+block of ``[services] hosts_file`` and of every pod's own hosts file
+(``podhosts``). Each connection to a listener is carried to the bridge over
+one ``service`` stream (``listeners``).
 
 Order matters: listeners of withdrawn Services stop before their addresses
 go, addresses exist before new listeners bind. A failing step is logged and
@@ -21,7 +22,8 @@ from collections import Counter
 import fleetproto as fp
 
 from ..config import ServiceSettings
-from .hosts import hosts_lines, update_hosts_file
+from ..hostsfile import hosts_lines, update_hosts_file
+from ..podhosts import PodHostsFiles
 from .iface import DummyInterface
 from .listeners import OpenStream, ServiceListeners
 
@@ -31,8 +33,17 @@ __all__ = ["ServiceManager"]
 
 
 class ServiceManager:
-    def __init__(self, settings: ServiceSettings, open_stream: OpenStream, counters: Counter[str]) -> None:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        open_stream: OpenStream,
+        counters: Counter[str],
+        *,
+        pod_hosts: PodHostsFiles | None = None,
+    ) -> None:
+        """``pod_hosts``: the pods' own hosts files, which get the same block as ``settings.hosts_file``."""
         self.settings = settings
+        self.pod_hosts = pod_hosts
         self.counters = counters
         self.interface = DummyInterface(settings.interface)
         self.listeners = ServiceListeners(open_stream, counters)
@@ -66,12 +77,13 @@ class ServiceManager:
             failed = await self.listeners.add_missing(wanted)
             if failed:
                 log.error("cannot listen on %s", ", ".join(failed))
+            lines = hosts_lines(table.services, self.settings.cluster_domain)
             try:
-                lines = hosts_lines(table.services, self.settings.cluster_domain)
                 await asyncio.to_thread(update_hosts_file, self.settings.hosts_file, lines)
             except OSError as exc:
                 self.counters["service_hosts_errors"] += 1
                 log.error("cannot write %s: %s", self.settings.hosts_file, exc)
+            self._set_pod_hosts(lines)
             self.table = table
             names = ", ".join(s.key for s in table.services) or "none"
             log.info("cluster services reachable: %s", names)
@@ -88,3 +100,9 @@ class ServiceManager:
         except OSError as exc:
             self.counters["service_hosts_errors"] += 1
             log.error("cannot clean %s: %s", self.settings.hosts_file, exc)
+        self._set_pod_hosts([])
+
+    def _set_pod_hosts(self, lines: list[str]) -> None:
+        """The same block into every pod's hosts file (on the loop: ``PodHostsFiles`` has one writer)."""
+        if self.pod_hosts is not None:
+            self.counters["service_hosts_errors"] += self.pod_hosts.set_services(lines)

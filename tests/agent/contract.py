@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from edge_agent.runtime import (
     FileSpec,
     ImageNotFound,
     IOSession,
+    MountSpec,
     OutputChunk,
     Runtime,
     Stream,
@@ -56,6 +59,8 @@ class Kit:
     missing_images: list[str] = field(default_factory=list)
     subsecond_log_timestamps: bool = True
     """False where the engine stamps log lines to the second only (Podman's compat API)."""
+    isolated: bool = True
+    """Containers have their own filesystem and hostname (False: host processes, which see the host's)."""
 
     def spec(self, script: str | None = None, *, command: list[str] | None = None, **kw: Any) -> ContainerSpec:
         name = kw.pop("name", None) or f"t-{uuid.uuid4().hex[:10]}"
@@ -208,6 +213,41 @@ class RuntimeContract:
             b"key: value",
             b"750",
         ]
+
+    async def test_bind_mounts_and_hostname(self, kit: Kit, tmp_path: Path) -> None:
+        """What the pod layer relies on for ``/etc/hosts``: a mount is the host's inode, so an in-place
+        rewrite on the host shows at once; ``read_only`` holds; the hostname is set. Host processes
+        (not isolated) run with such a spec and keep seeing the host's own files and name."""
+        hosts = tmp_path / "etc-hosts"
+        hosts.write_text("10.0.0.1\tfirst-name\n")
+        extra = tmp_path / "extra"
+        extra.write_text("read me\n")
+        for path in (hosts, extra):
+            path.chmod(0o644)
+        mounts = [MountSpec(str(hosts), "/etc/hosts"), MountSpec(str(extra), "/etc/extra.conf", read_only=True)]
+        cid = await kit.run("sleep 60", mounts=mounts, hostname="web-0")
+
+        async def run(script: str) -> bytes:
+            session = await kit.rt.exec(cid, ["sh", "-c", script])
+            async with closing(session):
+                out, err = await read_all(session)
+                assert await wait(session) == 0, err
+                return out
+
+        if not kit.isolated:
+            assert await run("cat /etc/hosts") == Path("/etc/hosts").read_bytes()
+            assert await run("cat /proc/sys/kernel/hostname") == socket.gethostname().encode() + b"\n"
+            return
+        assert await run("cat /etc/hosts") == b"10.0.0.1\tfirst-name\n"
+        assert await run("cat /proc/sys/kernel/hostname") == b"web-0\n"
+        assert await run("cat /etc/extra.conf; echo x 2>/dev/null >> /etc/extra.conf || echo read-only") == (
+            b"read me\nread-only\n"
+        )
+        with hosts.open("r+") as handle:  # in place: same inode
+            handle.write("10.0.0.2\tsecond-name\n")
+        assert await run("cat /etc/hosts") == b"10.0.0.2\tsecond-name\n"
+        await run("echo '10.0.0.3\tfrom-inside' >> /etc/hosts")  # writable, and the host's file
+        assert hosts.read_text() == "10.0.0.2\tsecond-name\n10.0.0.3\tfrom-inside\n"
 
     async def test_name_conflict(self, kit: Kit) -> None:
         spec = kit.spec("true")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.runtime import ContainerSpec, InvalidSpec, PortSpec, Resources
+from edge_agent.runtime import ContainerSpec, InvalidSpec, MountSpec, PortSpec, Resources
 from edge_agent.runtime._docker_convert import container_config, familiar_image
 from edge_agent.runtime._docker_errors import translate
 from edge_agent.runtime._docker_http import EngineClient, EngineError, parse_repository_tag
@@ -149,6 +149,29 @@ def test_create_body_carries_the_spec() -> None:
     assert "Entrypoint" not in container_config(ContainerSpec(name="d", image="img"))  # image default kept
     with pytest.raises(InvalidSpec, match="host networking"):
         container_config(ContainerSpec(name="e", image="img", network_mode="host", ports=[PortSpec(80, host_port=80)]))
+
+
+def test_create_body_mounts_and_hostname() -> None:
+    spec = ContainerSpec(
+        name="m",
+        image="img",
+        hostname="web-0",
+        mounts=[MountSpec("/var/lib/a/etc-hosts", "/etc/hosts"), MountSpec("/srv/x/", "/x", read_only=True)],
+    )
+    body = container_config(spec)
+    assert body["Hostname"] == "web-0"
+    assert body["HostConfig"]["Binds"] == ["/var/lib/a/etc-hosts:/etc/hosts:rw", "/srv/x:/x:ro"]
+    plain = container_config(ContainerSpec(name="p", image="img"))
+    assert "Hostname" not in plain and "Binds" not in plain["HostConfig"]
+    for bad in (("relative", "/etc/hosts"), ("/a:b", "/etc/hosts"), ("/a", "/")):
+        with pytest.raises(InvalidSpec, match="mount"):
+            MountSpec(*bad)
+    with pytest.raises(InvalidSpec, match="same target"):
+        ContainerSpec(name="t", image="img", mounts=[MountSpec("/a", "/etc/hosts"), MountSpec("/b", "/etc//hosts")])
+    with pytest.raises(InvalidSpec, match="hostname"):
+        ContainerSpec(name="h", image="img", hostname="web-0", network_mode="container:abc")
+    with pytest.raises(InvalidSpec, match="hostname"):
+        ContainerSpec(name="h", image="img", hostname="bad_name")
 
 
 def test_familiar_image_names() -> None:

@@ -32,6 +32,7 @@ async def kit(process_runtime: ProcessRuntime, run_labels: dict[str, str], tmp_p
         root="$EDGEFLEET_CONTAINER_ROOT",
         workdir=str(tmp_path / "work"),
         has_network_stats=False,
+        isolated=False,
         missing_images=[
             "edgefleet/busybox:test",
             "process:/nonexistent/bin/prog",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 import pytest
 
 import fleetproto as fp
 from edge_agent.backoff import Backoff
+from edge_agent.hostsfile import update_hosts_file
+from edge_agent.podhosts import PodHostsFiles
 from edge_agent.podspec import LABEL_NODE, LABEL_POD_UID
 from edge_agent.reconciler import PodNotFound, Reconciler, ReconcilerConfig
 from edge_agent.runtime import ContainerState
@@ -34,6 +37,7 @@ def busybox(uid: str, script: str = "sleep 3600", *, policy=fp.RestartPolicy.ALW
 class Harness:
     def __init__(self, runtime, node, data_dir) -> None:
         self.runtime, self.node, self.data_dir = runtime, node, data_dir
+        self.hosts: PodHostsFiles | None = None
         self.reports: dict[str, fp.PodStatusReport] = {}
         self.deleted: list[fp.PodDeleted] = []
         self.rec: Reconciler | None = None
@@ -46,6 +50,7 @@ class Harness:
             ReconcilerConfig(node=self.node, backoff=FAST, poll_seconds=0.2, default_grace_seconds=1),
             on_status=lambda r: self.reports.__setitem__(r.uid, r),
             on_deleted=self.deleted.append,
+            hosts=self.hosts,
         )
         self.task = asyncio.create_task(self.rec.run())
         return self.rec
@@ -214,3 +219,84 @@ async def test_pod_containers_share_the_first_containers_network(harness: Harnes
         lambda: harness.phase("duo") is fp.PodPhase.RUNNING and harness.main_of("duo", "side").restart_count == 1,
         what="sidecar restarted once",
     )
+
+
+async def _run(runtime, cid: str, script: str) -> tuple[bytes, int]:
+    session = await runtime.exec(cid, ["sh", "-c", script])
+    try:
+        async with asyncio.timeout(15):
+            out, err = await session.read_all()
+            return out + err, await session.wait()
+    finally:
+        await session.close()
+
+
+async def test_pods_get_their_own_hosts_file_with_the_service_names(harness: Harness, tmp_path) -> None:
+    """Each pod's containers share one hosts file the agent keeps: the engine's lines, the pod's address
+    and name, and the Service block, rewritten in place when Services change; hostNetwork pods see the
+    device's file, read-only; a deleted pod's file goes."""
+    from edge_agent.podspec import LABEL_CONTAINER
+
+    device_hosts = tmp_path / "device-hosts"
+    device_hosts.write_text("127.0.0.1\tlocalhost\n")
+    hosts = harness.hosts = PodHostsFiles(tmp_path / "pods", host_network_file=device_hosts)
+    duo = fp.DesiredPod(
+        uid="hosts-duo",
+        namespace="default",
+        name="duo",
+        containers=(
+            fp.Container(name="main", image=BUSYBOX_IMAGE, command=("sleep", "3600")),
+            fp.Container(name="side", image=BUSYBOX_IMAGE, command=("sleep", "3600")),
+        ),
+        termination_grace_seconds=1,
+    )
+    rec = await harness.start()
+    await rec.upsert(duo)
+    await rec.upsert(busybox("hosts-net", host_network=True))
+    await eventually(
+        lambda: harness.phase("hosts-duo") is harness.phase("hosts-net") is fp.PodPhase.RUNNING, what="running"
+    )
+    pod_ip = harness.reports["hosts-duo"].pod_ip
+    path = hosts.path("hosts-duo")
+    await eventually(lambda: f"{pod_ip}\tduo\n" in path.read_text(), what="the pod's address line")
+    inode = os.stat(path).st_ino
+    running = {c.labels[LABEL_CONTAINER]: c.id for c in await harness.containers("hosts-duo")}
+    for cid in running.values():
+        assert await _run(harness.runtime, cid, "cat /etc/hosts") == (path.read_bytes(), 0)
+        assert await _run(harness.runtime, cid, "cat /proc/sys/kernel/hostname") == (b"duo\n", 0)
+    assert path.read_text().startswith("# Pod hosts file") and "127.0.0.1\tlocalhost\n" in path.read_text()
+
+    # A Service is granted: its names resolve in the running containers (busybox ping resolves through
+    # /etc/hosts; nothing answers at the address, only the resolution is checked).
+    hosts.set_services(["10.96.7.7\tweb.default.svc.cluster.local web.default.svc web.default web"])
+    for cid in running.values():
+        out, _ = await _run(harness.runtime, cid, "ping -c1 -W1 web.default.svc.cluster.local")
+        assert b"(10.96.7.7)" in out, out
+    out, _ = await _run(harness.runtime, running["side"], "ping -c1 -W1 web")
+    assert b"PING web (10.96.7.7)" in out, out
+    # Withdrawn: the name is gone from the same file.
+    hosts.set_services([])
+    out, code = await _run(harness.runtime, running["main"], "ping -c1 -W1 web")
+    assert code != 0 and b"bad address" in out, out
+    assert os.stat(path).st_ino == inode and "web" not in path.read_text()
+
+    # hostNetwork: the device's file, live and read-only.
+    net_id = harness.main("hosts-net").container_id
+    update_hosts_file(device_hosts, ["10.96.8.8\tdb.default.svc.cluster.local db"])
+    assert await _run(harness.runtime, net_id, "cat /etc/hosts") == (device_hosts.read_bytes(), 0)
+    _, code = await _run(harness.runtime, net_id, "echo x >> /etc/hosts")
+    assert code != 0 and "x" not in device_hosts.read_text()
+
+    # The first container is replaced: the pod's address line follows its new address.
+    hosts.set_services(["10.96.7.7\tweb"])
+    await harness.runtime.stop(running["main"], grace_seconds=0)
+    await eventually(
+        lambda: (s := harness.main_of("hosts-duo", "side")) and s.restart_count == 1 and s.ready, what="restarted"
+    )
+    new_ip = harness.reports["hosts-duo"].pod_ip
+    await eventually(lambda: f"{new_ip}\tduo\n" in path.read_text(), what="the new address")
+    assert path.read_text().count("\tduo\n") == 1 and "10.96.7.7\tweb\n" in path.read_text()
+
+    await rec.delete("hosts-duo", grace_seconds=0)
+    await eventually(lambda: any(d.uid == "hosts-duo" for d in harness.deleted), what="deleted")
+    assert not path.parent.exists()

@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import docker
 import pytest
@@ -28,6 +27,7 @@ from tests.bridge.conftest import BridgePki, bridge_pki, control_plane  # noqa: 
 from tests.fleet.harness import BridgeThread
 from tests.support.brokers import Broker, free_port
 from tests.support.kube import ControlPlane
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported for the tests here
 
 TOLERATION = [{"key": "edgefleet.io/edge", "operator": "Exists"}]
 
@@ -117,17 +117,3 @@ def stop_device_agent(docker_host: str, name: str, proc: AgentProcess) -> None:
         if not remove_node_containers(docker_host, name):
             break
         time.sleep(1)
-
-
-def wait_until(probe: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

@@ -26,8 +26,9 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+from tests.support.waiting import wait_until  # noqa: F401 - re-exported for the tests here
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = Path(__file__).with_name("client.py")
@@ -213,8 +214,17 @@ class TcpServers:
 
 
 def agent_toml(
-    *, name: str, data_dir: Path, broker_url: str, interface: str, hosts_file: Path, log_level: str = "debug"
+    *,
+    name: str,
+    data_dir: Path,
+    broker_url: str,
+    interface: str,
+    hosts_file: Path,
+    log_level: str = "debug",
+    runtime: str = "process",
+    runtime_socket: str | None = None,
 ) -> str:
+    socket_line = f'socket = "{runtime_socket}"' if runtime_socket else ""
     return f"""
 [device]
 name = "{name}"
@@ -225,7 +235,11 @@ log_level = "{log_level}"
 urls = ["{broker_url}"]
 reconnect_max_seconds = 0.5
 [runtime]
-kind = "process"
+kind = "{runtime}"
+{socket_line}
+[pods]
+backoff_initial_seconds = 1
+poll_seconds = 0.5
 [services]
 enabled = true
 interface = "{interface}"
@@ -246,12 +260,15 @@ class NetnsAgent:
         hosts_file: Path,
         netns: DeviceNetns | None = None,
         log_level: str = "debug",
+        runtime: str = "process",
+        runtime_socket: str | None = None,
     ) -> None:
+        """``runtime``/``runtime_socket``: ``[runtime] kind`` and ``socket`` (docker: pods get their own hosts file)."""
         self.name = name
         self.netns = netns
         self.interface = interface
         self.hosts_file = hosts_file
-        data = workdir / name
+        data = self.data_dir = workdir / name
         data.mkdir(parents=True, exist_ok=True)
         self.config = workdir / f"{name}.toml"
         self.config.write_text(
@@ -262,6 +279,8 @@ class NetnsAgent:
                 interface=interface,
                 hosts_file=hosts_file,
                 log_level=log_level,
+                runtime=runtime,
+                runtime_socket=runtime_socket,
             )
         )
         self.log = workdir / f"{name}.log"
@@ -311,17 +330,3 @@ def client(netns: DeviceNetns | None, *args: str, timeout: float = 60) -> dict[s
     if proc.returncode != 0:
         raise AssertionError(f"client {args} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout)
-
-
-def wait_until(probe, *, timeout: float, what: str, interval: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except Exception as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")

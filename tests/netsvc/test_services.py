@@ -14,15 +14,17 @@ import secrets
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import docker
 import pytest
 
 import fleetproto as fp
+from edge_agent.podspec import LABEL_NODE
 from seqstream import StreamResetError
 from seqstream.mqtt import BrokerConfig, device_endpoint
 from tests.agent_core.cloud import FAST
-from tests.netsvc.conftest import GREET_PORT, SERVICE_PORT, Bridges, Cluster
+from tests.netsvc.conftest import GREET_PORT, SERVICE_PORT, Bridges, Cluster, endpoints, service
 from tests.netsvc.harness import CLIENT, GREETING, DeviceNetns, NetnsAgent, TcpServers, client, wait_until
 from tests.support.brokers import Broker
 from tests.support.docker import BUSYBOX_IMAGE
@@ -94,12 +96,13 @@ def test_connection_errors_reset_the_client(netns: DeviceNetns, device: NetnsAge
     assert "reset" in device.tail(200)
 
 
-def test_container_on_the_device_reaches_the_service(
-    broker: Broker, bridges: Bridges, cluster: Cluster, docker_host: str, tmp_path
+def test_pod_on_the_device_reaches_services_by_name(
+    broker: Broker, bridges: Bridges, cluster: Cluster, servers: TcpServers, docker_host: str, tmp_path
 ):
-    """Here the device is this host itself (its dockerd runs here): a second agent puts the ClusterIPs
-    on a dummy interface of the host, and a container on the engine's bridge network reaches them
-    through its default route; it gets the names by mounting the agent's hosts file as /etc/hosts."""
+    """Here the device is this host itself (its dockerd runs here): a second agent, with the docker
+    runtime, puts the ClusterIPs on an interface of the host and runs a pod from the apiserver. The
+    pod's container reaches a granted Service by name through its default route to the host and the
+    proxy; its /etc/hosts is the agent's file for the pod, which follows the Service table live."""
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1\tlocalhost\n")
     iface = f"efs-{secrets.token_hex(3)}"
@@ -109,22 +112,71 @@ def test_container_on_the_device_reaches_the_service(
         broker_url=f"mqtt://{broker.host}:{broker.port}",
         interface=iface,
         hosts_file=hosts,
+        runtime="docker",
+        runtime_socket=docker_host,
     ).start()
     api = docker.DockerClient(base_url=docker_host, timeout=60)
+    ns, kubectl = cluster.ns, cluster.cp.kubectl
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client", "namespace": ns},
+        "spec": {
+            "nodeName": agent.name,
+            "tolerations": [{"key": "edgefleet.io/edge", "operator": "Exists"}],
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": BUSYBOX_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", f"nc {cluster.dns('greet')} {GREET_PORT}; exec sleep 3600"],
+                }
+            ],
+        },
+    }
+
+    def container() -> Any:
+        found = api.containers.list(filters={"label": f"{LABEL_NODE}={agent.name}"})
+        return found[0] if found else None
+
+    def in_pod(script: str) -> str:
+        _, out = container().exec_run(["sh", "-c", script])
+        return out.decode(errors="replace")
+
     try:
         wait_until(lambda: cluster.dns("greet") in hosts.read_text(), timeout=60, what=f"table:\n{agent.tail()}")
-        out = api.containers.run(
-            BUSYBOX_IMAGE,
-            ["nc", cluster.dns("greet"), str(GREET_PORT)],
-            volumes={str(hosts): {"bind": "/etc/hosts", "mode": "ro"}},
-            remove=True,
-            stdout=True,
-            stderr=True,
-        )
-        assert out == GREETING
+        kubectl("apply", "-f", "-", input=json.dumps(pod))
+        running = wait_until(container, timeout=60, what=f"the pod's container; agent log:\n{agent.tail()}")
+        wait_until(lambda: running.logs() == GREETING, timeout=30, what="the greeting through the proxy")
+        # Its /etc/hosts: the agent's file for this pod (the pod's name and address, the Service block).
+        uid = cluster.cp.kubectl_json("get", "pod", "client", "-n", ns)["metadata"]["uid"]
+        pod_file = agent.data_dir / "pods" / uid / "etc-hosts"
+        wait_until(lambda: "\tclient\n" in pod_file.read_text(), timeout=30, what="the pod's address line")
+        assert in_pod("cat /etc/hosts") == pod_file.read_text()
+        assert f"{cluster.cluster_ip('echo')}\techo.{ns}.svc.cluster.local" in pod_file.read_text()
+        assert in_pod("hostname").strip() == "client"
+
+        # A Service granted while the pod runs: reachable by name from inside at once, with no restart.
+        cluster.apply(service(ns, "late", GREET_PORT), endpoints(ns, "late", servers.host, servers.greet_port))
+        wait_until(lambda: f"late.{ns}" in in_pod("cat /etc/hosts"), timeout=30, what="the new name in the pod")
+        assert in_pod(f"nc late.{ns} {GREET_PORT}") == GREETING.decode()
+        # Withdrawn: the name goes from the pod's file as well.
+        kubectl("delete", "service", "late", "-n", ns)
+        wait_until(lambda: f"late.{ns}" not in in_pod("cat /etc/hosts"), timeout=30, what="the name to go")
+        assert "bad address" in in_pod(f"ping -c1 -W1 late.{ns} 2>&1")
+        assert container().id == running.id  # no restart was needed for any of it
+
+        # The pod is deleted: its hosts file goes with its containers.
+        kubectl("delete", "pod", "client", "-n", ns, "--wait=false")
+        wait_until(lambda: not pod_file.parent.exists(), timeout=60, what="the pod's hosts file to go")
     finally:
-        api.close()
+        kubectl("delete", "pod", "client", "-n", ns, "--force", "--grace-period=0", "--ignore-not-found", check=False)
+        kubectl("delete", "service", "late", "-n", ns, "--ignore-not-found", check=False)
         agent.stop()
+        for leftover in api.containers.list(all=True, filters={"label": f"{LABEL_NODE}={agent.name}"}):
+            leftover.remove(force=True)
+        api.close()
     # The host agent cleaned up after itself.
     assert subprocess.run(["ip", "link", "show", iface], capture_output=True).returncode != 0
     assert "edgefleet" not in hosts.read_text()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import fleetproto as fp
 from cloud_bridge.service_catalog import build_catalog, parse_service
-from edge_agent.services.hosts import BEGIN, END, hosts_lines, replace_block
+from edge_agent.hostsfile import BEGIN, END, hosts_lines, replace_block
 
 
 def svc(ns: str, name: str, ip: str, *, expose: str | None = "true", devices: str | None = None, ports=None):

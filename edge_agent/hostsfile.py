@@ -1,15 +1,20 @@
-"""The agent's block of names in a hosts file: render it (pure) and write it in place.
+"""Hosts files the agent writes: its block of Service names (pure) and in-place writes.
 
-The block sits between two marker lines and is the only part of the file the
-agent touches; every other line is kept byte for byte. The file is rewritten
-in place (not renamed over), because ``/etc/hosts`` is often a bind mount (in
-containers, and under ``ip netns exec`` from ``/etc/netns/<name>/hosts``) and
-a rename over a mount point fails.
+The block sits between two marker lines and is the only part of a foreign
+file (the device's ``/etc/hosts``) the agent touches; every other line is
+kept byte for byte. Files are rewritten in place (not renamed over): the
+device's ``/etc/hosts`` is often a bind mount (in containers, and under
+``ip netns exec`` from ``/etc/netns/<name>/hosts``) and a rename over a mount
+point fails; and each pod's hosts file (``podhosts``) is bind-mounted into
+its containers, where a mount follows the inode, not the name.
 
 Names per Service, as a pod's resolver would find them with the search path
 ``<ns>.svc.<domain> svc.<domain> <domain>``: ``<svc>.<ns>.svc.<domain>``,
 ``<svc>.<ns>.svc``, ``<svc>.<ns>``, and the bare ``<svc>`` when no other
 granted Service has that name in another namespace.
+
+No pyroute2 here (``edge_agent.services`` imports it): the pod layer uses
+this module whether or not Services are enabled.
 """
 
 from __future__ import annotations
@@ -63,11 +68,16 @@ def update_hosts_file(path: Path, lines: list[str]) -> bool:
     new = replace_block(old, lines)
     if new == old:
         return False
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    write_in_place(path, new)
+    return True
+
+
+def write_in_place(path: Path, text: str, mode: int = 0o644) -> None:
+    """Overwrite ``path``'s bytes keeping its inode (created with ``mode`` if missing)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
     try:
-        data = new.encode()
+        data = text.encode()
         os.pwrite(fd, data, 0)
         os.ftruncate(fd, len(data))
     finally:
         os.close(fd)
-    return True
