@@ -22,6 +22,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from . import _fastpath as fastpath
 from .config import BrokerConfig
 
 log = logging.getLogger("seqstream.mqtt")
@@ -260,6 +261,7 @@ class MqttLink:
         async with client:
             self._client = client
             _no_delay(client)
+            fastpath.install(client._client, self._deliver_plain)
             qos = self.config.qos
             for topic in self.subscriptions:
                 await client.subscribe(topic, qos=qos)
@@ -286,6 +288,9 @@ class MqttLink:
                 await client.until_disconnected()
             finally:
                 self._client = None
+
+    def _deliver_plain(self, topic: str, payload: bytes, retain: bool) -> None:
+        self._deliver(Message(topic, payload, retain, 0))
 
     def _deliver(self, message: Message) -> None:
         self.stats["received"] += 1
