@@ -106,7 +106,7 @@ RULES: tuple[Rule, ...] = (
     # events.py: Events about pods on devices.
     _rule("", "events", "create"),
     # registry.py: EdgeDevices admit devices (created for unknown ones with --auto-register).
-    _rule(EDGEFLEET_GROUP, "edgedevices", "create get list"),
+    _rule(EDGEFLEET_GROUP, "edgedevices", "create get list watch"),
     _rule(EDGEFLEET_GROUP, "edgedevices/status", "patch"),
     # token_review.py: bearer tokens on the kubelet API (--authentication-token-webhook), as a kubelet checks them.
     _rule("authentication.k8s.io", "tokenreviews", "create"),

@@ -7,10 +7,10 @@ every device with the bridge's defaults (no per-device configuration) and
 without it the bridge refuses to start: silently admitting nobody would look
 like a broken broker.
 
-Like ``PodSync`` it polls (one list per interval) instead of watching: the
-synchronous client's watch cannot be cancelled cleanly from asyncio, and an
-EdgeDevice list is small. Changes reach the rest of the bridge through
-``on_change`` hooks.
+Like ``PodSync`` it lists and reconciles, and a watch (``ChangeWatch``)
+starts a round as soon as an EdgeDevice changes, so a new one admits its
+device at the device's next retry. Changes reach the rest of the bridge
+through ``on_change`` hooks.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fleetproto as fp
+
+from .watch import ChangeWatch
 
 log = logging.getLogger("cloud_bridge.registry")
 
@@ -172,6 +174,7 @@ class DeviceRegistry:
         self.counters: Counter[str] = Counter()
         self._last_reject_log: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._watch: ChangeWatch | None = None
         self._lock = asyncio.Lock()
         self._online: dict[str, dict[str, str]] = {}
         self._found_at: dict[str, float] = {}
@@ -203,6 +206,10 @@ class DeviceRegistry:
                 )
             log.warning("EdgeDevice CRD not in use: every device is admitted with the default node settings")
             return
+        self._watch = ChangeWatch(
+            self._custom.list_cluster_custom_object, PLURAL, group=GROUP, version=VERSION, plural=PLURAL
+        )
+        self._watch.start()
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="bridge-registry")
 
@@ -211,6 +218,8 @@ class DeviceRegistry:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        if self._watch is not None:
+            await self._watch.close()
 
     def _crd_installed(self) -> bool:
         if self.use_crd is False:
@@ -234,7 +243,10 @@ class DeviceRegistry:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            if self._watch is not None:
+                await self._watch.wait(self.interval)
+            else:
+                await asyncio.sleep(self.interval)
             try:
                 await self.refresh()
             except Exception:
