@@ -69,6 +69,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="admit devices without an EdgeDevice by creating one for them (without the CRD: admit every device)",
     )
     p.add_argument(
+        "--bridge-name",
+        default="edgefleet",
+        help="written on this bridge's Nodes; at start it removes those of its Nodes whose EdgeDevice is gone",
+    )
+    p.add_argument(
         "--host-namespace",
         default="edgefleet-system",
         help="namespace of the host-<device> pods of EdgeDevices with hostExec (pods/exec there = host access)",
@@ -109,6 +114,7 @@ async def run(args: argparse.Namespace) -> None:
             kubelet_port=args.kubelet_port,
             kubelet_node_ports=args.kubelet_node_ports,
             hostname_suffix=args.kubelet_hostname_suffix,
+            owner=args.bridge_name,
         ),
         kubelet=kubelet,
         auto_register=args.auto_register,

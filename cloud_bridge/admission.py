@@ -3,7 +3,8 @@
 * admission: a device's NodeHello passes ``DeviceRegistry.admit`` or its
   control stream is reset with FORBIDDEN and no Node is made;
 * an EdgeDevice's labels and taints go onto its Node, and follow edits;
-* a deleted EdgeDevice takes its Node and Lease with it and drops the device;
+* a deleted EdgeDevice takes its Node and Lease with it and drops the device,
+  also when it was deleted while the bridge was down (``prune_orphans`` at start);
 * the EdgeDevice status follows the device (online, lastSeen, agentVersion, nodeName).
 """
 
@@ -36,6 +37,16 @@ class Admission:
         hub.on_hello.append(self._on_hello)
         hub.on_message.append(self._on_message)
         hub.on_offline.append(self._on_offline)
+
+    async def prune_orphans(self) -> list[str]:
+        """Delete this bridge's Nodes whose EdgeDevice is gone (deleted while we were down)."""
+        if not self.registry.enabled:
+            return []  # no EdgeDevices to compare with
+        orphans = [n for n in await self.nodes.owned_nodes() if self.registry.get(n) is None]
+        for device in orphans:
+            log.info("EdgeDevice %s is gone: removing its Node and Lease", device)
+            await self.nodes.remove(device)
+        return orphans
 
     async def _on_change(self, device: str, old: DeviceConfig | None, new: DeviceConfig | None) -> None:
         if new is None:

@@ -98,6 +98,7 @@ class Bridge:
 
     async def start(self) -> Bridge:
         await self.devices.start()  # first: a missing CRD fails here, before anything listens
+        await self.admission.prune_orphans()
         self.hub.require_admission = self.devices.enabled
         if self.config.kubelet is not None:
             ports = self.registry.ports  # per-node ports: which node a node-scoped request is for

@@ -26,6 +26,8 @@ LABEL_DEVICE = "edgefleet.io/device"
 TAINT_EDGE = "edgefleet.io/edge"
 ANNOTATION_ADDRESSES = "edgefleet.io/device-addresses"
 ANNOTATION_MANAGED = "edgefleet.io/managed"
+ANNOTATION_OWNER = "edgefleet.io/bridge"
+"""Which bridge made the Node: only that one prunes it (several bridges may share a cluster)."""
 """JSON ``{"labels": [...], "taints": [...]}``: keys the bridge set, so it can take back what an EdgeDevice drops."""
 TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
 LEASE_NAMESPACE = "kube-node-lease"
@@ -45,6 +47,8 @@ class NodeSettings:
     """Nodes also advertise a ``Hostname`` address ``<device><suffix>`` (which DNS must resolve to the
     bridge); the kubelet server then tells nodes apart by the Host header (``node_ports.py``)."""
     lease_seconds: int = 40
+    owner: str = "edgefleet"
+    """This bridge's name (``--bridge-name``), written on its Nodes as ``edgefleet.io/bridge``."""
     extra_labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[dict[str, str], ...] = ({"key": TAINT_EDGE, "value": "true", "effect": "NoSchedule"},)
 
@@ -149,6 +153,7 @@ def node_object(
             "annotations": {
                 ANNOTATION_ADDRESSES: json.dumps([a.to_dict() for a in info.addresses]),
                 ANNOTATION_MANAGED: json.dumps(managed, sort_keys=True),
+                ANNOTATION_OWNER: settings.owner,
             },
         },
         "spec": {"taints": all_taints},
@@ -308,6 +313,15 @@ class NodeRegistry:
             return {"spec": {"taints": merge_taints(taints, offline_taints(), {TAINT_UNREACHABLE})}}
 
         await asyncio.to_thread(self._patch_node, device, taint)
+
+    async def owned_nodes(self) -> list[str]:
+        """Names of the device Nodes this bridge made (by its owner annotation)."""
+        nodes = await asyncio.to_thread(self._core.list_node, label_selector=LABEL_DEVICE)
+        return [
+            n.metadata.name
+            for n in nodes.items
+            if (n.metadata.annotations or {}).get(ANNOTATION_OWNER) == self.settings.owner
+        ]
 
     async def remove(self, device: str) -> None:
         """The device's EdgeDevice is gone: delete its Node and Lease, forget it."""

@@ -67,7 +67,8 @@ def fleet_bridge_config(control_plane: ControlPlane, bridge_pki: BridgePki, brok
     port = free_port()
     return BridgeConfig(
         broker=BrokerConfig(host=broker.host, port=broker.port, reconnect_min=0.05, reconnect_max=0.5),
-        nodes=NodeSettings(kubelet_address="127.0.0.1", kubelet_port=port),
+        # A name of its own: a bridge prunes only the Nodes of its name (the tests share one apiserver).
+        nodes=NodeSettings(kubelet_address="127.0.0.1", kubelet_port=port, owner=f"test-{uuid.uuid4().hex[:8]}"),
         kubelet=ServerConfig(
             cert_file=bridge_pki.serving.cert_path,
             key_file=bridge_pki.serving.key_path,

@@ -68,7 +68,10 @@ def start_registry_bridge(
         "host_namespace": namespace,
         **changes,
     }
+    owner = settings.pop("owner", None)
     config: BridgeConfig = dataclasses.replace(fleet_bridge_config(control_plane, bridge_pki, broker), **settings)
+    if owner is not None:
+        config = dataclasses.replace(config, nodes=dataclasses.replace(config.nodes, owner=owner))
     thread = BridgeThread(config, str(control_plane.kubeconfig_path)).start()
     return RegistryFleet(thread, broker, namespace)
 

@@ -19,7 +19,8 @@ import pytest
 
 import fleetproto as fp
 from cloud_bridge import registry as registry_module
-from cloud_bridge.registry import CrdMissing, DeviceRegistry
+from cloud_bridge.nodes import ANNOTATION_OWNER, LABEL_DEVICE
+from cloud_bridge.registry import GROUP, VERSION, CrdMissing, DeviceRegistry
 from seqstream import StreamResetError
 from seqstream.mqtt import BrokerConfig, device_endpoint
 from tests.agent_core.cloud import FAST
@@ -252,3 +253,32 @@ def test_refusal_reaches_the_device_and_gates_its_other_streams(registry_fleet, 
     assert refused.code == fp.AppError.FORBIDDEN
     assert "is not registered" in refused.reason and "EdgeDevice" in refused.reason
     assert gated.code == fp.AppError.FORBIDDEN and "not admitted" in gated.reason
+
+
+def test_nodes_whose_edgedevice_went_away_are_pruned_at_start(control_plane, bridge_pki, edgedevice_crd):
+    """An EdgeDevice deleted while the bridge was down: the bridge removes that Node when it
+    starts, but only its own Nodes (by the ``edgefleet.io/bridge`` annotation)."""
+    owner = f"prune-{secrets.token_hex(3)}"
+    mine, theirs, kept = (f"{kind}-{secrets.token_hex(3)}" for kind in ("ghost", "foreign", "admitted"))
+    for name, node_owner in ((mine, owner), (theirs, "another-bridge"), (kept, owner)):
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {LABEL_DEVICE: name}, "annotations": {ANNOTATION_OWNER: node_owner}},
+        }
+        control_plane.kubectl("create", "-f", "-", input=json.dumps(node))
+    device = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "EdgeDevice", "metadata": {"name": kept}}
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(device))
+    try:
+        with Broker("mosquitto") as broker:
+            fleet = start_registry_bridge(control_plane, bridge_pki, broker, owner=owner)
+            try:
+                wait_until(lambda: node_or_none(control_plane, mine) is None, timeout=20, what="the orphan Node pruned")
+                assert node_or_none(control_plane, theirs) is not None  # another bridge's: not ours to judge
+                assert node_or_none(control_plane, kept) is not None  # its EdgeDevice exists
+            finally:
+                stop_registry_bridge(control_plane, fleet)
+    finally:
+        for name in (mine, theirs, kept):
+            control_plane.kubectl("delete", "node", name, "--ignore-not-found", check=False)
+        control_plane.kubectl("delete", "edgedevice", kept, "--ignore-not-found", check=False)

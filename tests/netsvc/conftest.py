@@ -40,7 +40,9 @@ class Bridges:
     def config(self) -> BridgeConfig:
         return BridgeConfig(
             broker=BrokerConfig(host=self.broker.host, port=self.broker.port, reconnect_min=0.05, reconnect_max=0.5),
-            nodes=NodeSettings(kubelet_address="127.0.0.1", kubelet_port=free_port()),
+            nodes=NodeSettings(
+                kubelet_address="127.0.0.1", kubelet_port=free_port(), owner=f"netsvc-{secrets.token_hex(4)}"
+            ),
             kubelet=None,
             session_config=FAST,
             services=ServiceProxyConfig(interval=0.3, connect_timeout=3),
