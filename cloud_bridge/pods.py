@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import time
@@ -22,7 +21,7 @@ import fleetproto as fp
 
 from .devices import DeviceHub
 from .nodes import LABEL_DEVICE
-from .watch import ChangeWatch
+from .watch import ChangeWatch, Resync
 
 LABEL_HOST_POD = "edgefleet.io/host-pod"
 """Marks the bridge's virtual host pods (hostpods.py), which PodSync never sends to a device."""
@@ -223,14 +222,17 @@ class PodSync:
         self._core: Any = client.CoreV1Api(api_client)
         self._errors = client.exceptions.ApiException
         self._resolver = Resolver(self._core, self._errors)
-        self.interval = interval
         self.pods: dict[tuple[str, str], PodEntry] = {}
         self._generation = int(time.time() * 1000)  # grows across bridge restarts too
-        self._task: asyncio.Task[None] | None = None
-        self._watch = (
-            ChangeWatch(self._core.list_pod_for_all_namespaces, "pods", field_selector="spec.nodeName!=")
-            if watch
-            else None
+        self._resync = Resync(
+            self.refresh,
+            interval=interval,
+            name="pods",
+            watch=(
+                ChangeWatch(self._core.list_pod_for_all_namespaces, "pods", field_selector="spec.nodeName!=")
+                if watch
+                else None
+            ),
         )
         self._lock = asyncio.Lock()
         hub.on_hello.append(self._on_hello)
@@ -244,29 +246,10 @@ class PodSync:
         return self._generation
 
     async def start(self) -> None:
-        if self._watch is not None:
-            self._watch.start()
-        await self.refresh()
-        self._task = asyncio.create_task(self._loop(), name="bridge-pods")
+        await self._resync.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        if self._watch is not None:
-            await self._watch.close()
-
-    async def _loop(self) -> None:
-        while True:
-            if self._watch is not None:
-                await self._watch.wait(self.interval)
-            else:
-                await asyncio.sleep(self.interval)
-            try:
-                await self.refresh()
-            except Exception:
-                log.exception("pod refresh failed")
+        await self._resync.close()
 
     def _list(self) -> tuple[set[str], list[dict[str, Any]]]:
         """Device node names (by label, so offline devices count too) and bound pods."""

@@ -16,7 +16,6 @@ through ``on_change`` hooks.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import time
@@ -27,7 +26,7 @@ from typing import Any
 
 import fleetproto as fp
 
-from .watch import ChangeWatch
+from .watch import ChangeWatch, Resync
 
 log = logging.getLogger("cloud_bridge.registry")
 
@@ -173,8 +172,7 @@ class DeviceRegistry:
         self.on_change: list[ChangeHook] = []
         self.counters: Counter[str] = Counter()
         self._last_reject_log: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._watch: ChangeWatch | None = None
+        self._resync: Resync | None = None
         self._lock = asyncio.Lock()
         self._online: dict[str, dict[str, str]] = {}
         self._found_at: dict[str, float] = {}
@@ -206,20 +204,20 @@ class DeviceRegistry:
                 )
             log.warning("EdgeDevice CRD not in use: every device is admitted with the default node settings")
             return
-        self._watch = ChangeWatch(
-            self._custom.list_cluster_custom_object, PLURAL, group=GROUP, version=VERSION, plural=PLURAL
+        self._resync = Resync(
+            self.refresh,
+            interval=self.interval,
+            name="registry",
+            watch=ChangeWatch(
+                self._custom.list_cluster_custom_object, PLURAL, group=GROUP, version=VERSION, plural=PLURAL
+            ),
+            on_error=self._refresh_failed,
         )
-        self._watch.start()
-        await self.refresh()
-        self._task = asyncio.create_task(self._loop(), name="bridge-registry")
+        await self._resync.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-        if self._watch is not None:
-            await self._watch.close()
+        if self._resync is not None:
+            await self._resync.close()
 
     def _crd_installed(self) -> bool:
         if self.use_crd is False:
@@ -241,17 +239,9 @@ class DeviceRegistry:
             raise
         return True
 
-    async def _loop(self) -> None:
-        while True:
-            if self._watch is not None:
-                await self._watch.wait(self.interval)
-            else:
-                await asyncio.sleep(self.interval)
-            try:
-                await self.refresh()
-            except Exception:
-                self.counters["refresh_errors"] += 1
-                log.exception("EdgeDevice refresh failed")
+    def _refresh_failed(self, exc: Exception) -> None:
+        self.counters["refresh_errors"] += 1
+        log.error("EdgeDevice refresh failed", exc_info=exc)
 
     def _list(self) -> list[dict[str, Any]]:
         result = self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)

@@ -19,7 +19,6 @@ hammering a refused Service cannot flood the log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -35,6 +34,7 @@ from seqstream.mqtt.tcp import READ_SIZE, pipe
 
 from .devices import DeviceHub
 from .service_catalog import LABEL_EXPOSE, LABEL_SLICE_SERVICE, Catalog, build_catalog
+from .watch import Resync
 
 log = logging.getLogger("cloud_bridge.services")
 
@@ -95,7 +95,7 @@ class ServiceProxy:
         self._listed_at: dict[str, frozenset[tuple[str, str]]] = {}
         self._rng = rng or random.Random()
         self._log = RateLimitedLog(log)
-        self._task: asyncio.Task[None] | None = None
+        self._resync = Resync(self._poll, interval=self.config.interval, name="services", on_error=self._poll_failed)
         self._slices_ok = True
         self.polled = asyncio.Event()
         hub.stream_handlers[fp.StreamKind.SERVICE] = self.serve
@@ -105,13 +105,10 @@ class ServiceProxy:
 
     async def start(self) -> None:
         if self.api_client is not None:
-            self._task = asyncio.create_task(self._poll_loop(), name="bridge-services-poll")
+            await self._resync.start(refresh_first=False)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await self._resync.close()
 
     # ------------------------------------------------------------------ tables
 
@@ -156,21 +153,18 @@ class ServiceProxy:
     async def _on_hello(self, device: str, hello: fp.NodeHello) -> None:
         self._send_table(device, force=True)
 
-    async def _poll_loop(self) -> None:
-        while True:
-            try:
-                listed: set[tuple[str, str]] = set()
-                for device in self.hub.controls:
-                    listed |= self._listed(device)
-                catalog = await asyncio.to_thread(self._list, listed)
-                self.set_catalog(catalog)
-                self.polled.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the apiserver is away: keep the last catalog
-                self.stats["poll_errors"] += 1
-                self._log("poll", logging.WARNING, "listing services failed: %s", exc)
-            await asyncio.sleep(self.config.interval)
+    async def _poll(self) -> None:
+        listed: set[tuple[str, str]] = set()
+        for device in self.hub.controls:
+            listed |= self._listed(device)
+        catalog = await asyncio.to_thread(self._list, listed)
+        self.set_catalog(catalog)
+        self.polled.set()
+
+    def _poll_failed(self, exc: Exception) -> None:
+        """The apiserver is away: keep the last catalog."""
+        self.stats["poll_errors"] += 1
+        self._log("poll", logging.WARNING, "listing services failed: %s", exc)
 
     def _list(self, listed: set[tuple[str, str]]) -> Catalog:
         """Exposed Services, those in ``listed`` (EdgeDevices' lists), and their endpoints. Blocking."""

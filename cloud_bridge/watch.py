@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 log = logging.getLogger("cloud_bridge.watch")
@@ -127,3 +127,63 @@ class ChangeWatch:
         if event.get("type") != "BOOKMARK":
             self._notify()
         return ((event.get("object") or {}).get("metadata") or {}).get("resourceVersion") or version
+
+
+class Resync:
+    """A level-triggered reconcile loop: ``refresh`` at least every ``interval``
+    seconds, and as soon as ``watch`` (if any) reports a change.
+
+    A failed round is handed to ``on_error`` (default: logged) and the loop goes
+    on: the next round starts from a fresh list anyway.
+    """
+
+    def __init__(
+        self,
+        refresh: Callable[[], Awaitable[None]],
+        *,
+        interval: float,
+        name: str,
+        watch: ChangeWatch | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._refresh = refresh
+        self.interval = interval
+        self.name = name
+        self.watch = watch
+        self._on_error = on_error
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, *, refresh_first: bool = True) -> None:
+        """Start the watch and the loop; ``refresh_first`` runs (and raises from) one round before returning."""
+        if self.watch is not None:
+            self.watch.start()
+        if refresh_first:
+            await self._refresh()
+        self._task = asyncio.create_task(self._run(immediately=not refresh_first), name=f"bridge-{self.name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self.watch is not None:
+            await self.watch.close()
+
+    async def _run(self, *, immediately: bool) -> None:
+        if immediately:
+            await self._round()
+        while True:
+            if self.watch is not None:
+                await self.watch.wait(self.interval)
+            else:
+                await asyncio.sleep(self.interval)
+            await self._round()
+
+    async def _round(self) -> None:
+        try:
+            await self._refresh()
+        except Exception as exc:
+            if self._on_error is None:
+                log.exception("%s refresh failed", self.name)
+            else:
+                self._on_error(exc)
