@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,8 +152,6 @@ class LeaderElection:
         }
 
     def _try_acquire_or_renew(self) -> bool:
-        import time
-
         now = time.monotonic()
         try:
             lease = self._coord.read_namespaced_lease(self.name, self.namespace)
