@@ -13,8 +13,13 @@ MIN_PACKET = 1024
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class SessionConfig:
-    max_packet: int = 64 * 1024
-    """Largest MQTT payload we send: min(broker maximum packet size, this)."""
+    max_packet: int = 256 * 1024
+    """Largest MQTT payload we send or accept: min(broker maximum packet size, this)."""
+    base_packet: int = 64 * 1024
+    """Packet size while the in-flight cap is small. Packets grow to an eighth of
+    the cap (up to ``max_packet``): on a fast link fewer, larger messages cost
+    every hop less CPU; on a slow one a keystroke waits at the broker behind at
+    most one such packet, and about eight stay in flight to keep the link busy."""
     stream_window: int = 16 * 1024 * 1024
     """Bytes a peer may send on one stream beyond what our reader consumed."""
     session_window: int = 64 * 1024 * 1024
@@ -40,8 +45,8 @@ class SessionConfig:
     """Streams the peer may have open at once; more are refused."""
 
     def __post_init__(self) -> None:
-        if self.max_packet < MIN_PACKET:
-            raise ValueError(f"max_packet must be at least {MIN_PACKET} bytes")
+        if self.max_packet < MIN_PACKET or self.base_packet < MIN_PACKET:
+            raise ValueError(f"max_packet and base_packet must be at least {MIN_PACKET} bytes")
         if self.stream_window < MIN_STREAM_WINDOW:
             raise ValueError(f"stream_window must be at least {MIN_STREAM_WINDOW} bytes")
         if self.session_window < max(MIN_SESSION_WINDOW, self.stream_window):

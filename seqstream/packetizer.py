@@ -69,7 +69,7 @@ class PacketBuilder:
     def close_packet(self) -> None:
         if not self._parts:
             return
-        self.packets.append(self._header() + b"".join(self._parts))
+        self.packets.append(b"".join([self._header(), *self._parts]))
         self.eliciting_sent |= self._eliciting
         self._parts = []
         self._size = HEADER_SIZE

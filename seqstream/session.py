@@ -138,7 +138,7 @@ class Session:
         self._limit = InFlightLimit(
             floor=min(cfg.min_in_flight, cfg.max_in_flight),
             ceiling=cfg.max_in_flight,
-            initial=4 * cfg.max_packet,
+            initial=4 * min(cfg.base_packet, cfg.max_packet),
             target=cfg.queue_target,
         )
         self._acked_bytes = 0  # newly acked by the packet being processed
@@ -173,6 +173,11 @@ class Session:
         if self._transport_max_packet:
             limits.append(self._transport_max_packet)
         return max(min(limits), MIN_PACKET)
+
+    @property
+    def packet_size(self) -> int:
+        """The size packets are cut to now: an eighth of the in-flight cap within [base_packet, max_packet]."""
+        return min(self.max_packet, max(self.config.base_packet, self._limit.limit // 8))
 
     def send_buffered(self, stream_id: int) -> int:
         """Bytes written on the stream that the peer has not acknowledged yet."""
@@ -571,7 +576,7 @@ class Session:
             return []
         if not self._has_output(now):
             return []
-        builder = PacketBuilder(max_packet=self.max_packet, first_pn=self._pn, header=lambda: self._header(now))
+        builder = PacketBuilder(max_packet=self.packet_size, first_pn=self._pn, header=lambda: self._header(now))
         if self._hello_needed:
             builder.add(f.encode_frame(self._hello()), eliciting=False)
             self._hello_needed = False

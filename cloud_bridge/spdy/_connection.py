@@ -122,7 +122,7 @@ class SpdyConnection:
         self._inbuf = bytearray()
         self._eof = False
         self._data: _InboundData | None = None
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._events: deque[Event] = deque()
         self._compressor = HeaderCompressor(self.config.compression_level)
         self._decompressor = HeaderDecompressor(self.config.max_header_block_size)
@@ -441,14 +441,19 @@ class SpdyConnection:
         """Queue DATA frames of at most ``max_data_frame_size``; FIN on the last."""
         st = self._sendable(stream_id)
         new = self._peek(stream_id, st, fin)
-        view = memoryview(data).cast("B")
+        # Header and payload are queued apart and joined once by data_to_send;
+        # immutable bytes can be referenced until then, anything else is copied now.
+        view = memoryview(data if isinstance(data, bytes) else bytes(data)).cast("B")
         size = self.config.max_data_frame_size
         if not view and not fin:
             return
         starts = range(0, len(view), size) if view else range(1)
         for start in starts:
             last = start + size >= len(view)
-            self._out.append(f.encode_data(stream_id, view[start : start + size], fin=fin and last))
+            piece = view[start : start + size]
+            self._out.append(f.data_header(stream_id, len(piece), fin=fin and last))
+            if piece:
+                self._out.append(piece)
         self._commit(stream_id, st, new)
 
     def reset(self, stream_id: int, status: int = f.RstStatus.CANCEL) -> None:

@@ -120,10 +120,14 @@ def _control(ftype: FrameType, flags: int, payload: bytes) -> bytes:
     return head + payload
 
 
+def data_header(stream_id: int, length: int, *, fin: bool = False) -> bytes:
+    """The 8 bytes before a DATA frame's payload (2.2.2); the caller keeps ``length`` within MAX_LENGTH."""
+    return _U32x2.pack(stream_id & MAX_STREAM_ID, (FLAG_FIN if fin else 0) << 24 | length)
+
+
 def encode_data(stream_id: int, data: bytes | memoryview, *, fin: bool = False) -> bytes:
     """One DATA frame (2.2.2); the caller keeps ``data`` within MAX_LENGTH."""
-    head = _U32x2.pack(stream_id & MAX_STREAM_ID, (FLAG_FIN if fin else 0) << 24 | len(data))
-    return head + bytes(data)
+    return data_header(stream_id, len(data), fin=fin) + bytes(data)
 
 
 def encode_syn_stream(

@@ -1,7 +1,9 @@
 """``portforward`` streams: one TCP connection to a port in a pod (or on the host).
 
-Bytes are copied both ways; FIN from the cloud half-closes the TCP
-connection (``write_eof``), EOF from the port sends FIN. A refused
+Bytes are copied both ways on the bare socket (``sock_recv``/``sock_sendall``:
+each read hands the kernel's bytes to the stream as they are, where a
+StreamReader would copy them twice more); FIN from the cloud half-closes the
+TCP connection, EOF from the port sends FIN. A refused
 connection is RESET 0x502, so ``kubectl port-forward`` reports it per
 connection and keeps listening.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 
 import fleetproto as fp
 from seqstream.mqtt import Stream
@@ -17,7 +20,7 @@ from seqstream.mqtt import Stream
 from . import netns
 from .context import StreamContext, StreamFailure
 
-READ_SIZE = 64 * 1024
+READ_SIZE = 256 * 1024
 
 
 async def _target_pid(ctx: StreamContext, req: fp.PortForwardOpen) -> int | None:
@@ -45,17 +48,17 @@ async def serve_portforward(ctx: StreamContext, stream: Stream, req: fp.PortForw
             fp.AppError.BAD_GATEWAY, f"connecting to port {req.port} in {where} failed: {exc.strerror or exc}"
         ) from None
     ctx.counters["port_forwards"] += 1
-    reader, writer = await asyncio.open_connection(sock=sock)
+    loop = asyncio.get_running_loop()
+    sock.setblocking(False)
 
     async def upstream() -> None:  # cloud -> port
         async for chunk in stream:
-            writer.write(chunk)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
+            await loop.sock_sendall(sock, chunk)
+        with contextlib.suppress(OSError):  # the port may have closed meanwhile
+            sock.shutdown(socket.SHUT_WR)
 
     async def downstream() -> None:  # port -> cloud
-        while data := await reader.read(READ_SIZE):
+        while data := await loop.sock_recv(sock, READ_SIZE):
             stream.write(data)
             await stream.drain()
         stream.write_eof()
@@ -78,6 +81,4 @@ async def serve_portforward(ctx: StreamContext, stream: Stream, req: fp.PortForw
         for task in (up, down):
             task.cancel()
         await asyncio.gather(up, down, return_exceptions=True)
-        writer.close()
-        with contextlib.suppress(ConnectionError, TimeoutError):
-            await asyncio.wait_for(writer.wait_closed(), 5)
+        sock.close()

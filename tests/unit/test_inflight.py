@@ -103,3 +103,49 @@ def test_keystrokes_stay_fast_behind_a_bulk_transfer_on_a_slow_link() -> None:
     assert p90 < 0.2, (p90, statistics.median(adaptive))
     assert goodput > 0.85 * 1_000_000, goodput
     assert goodput > 0.9 * fixed_goodput
+
+
+def largest_packets_of_a_bulk_transfer(bandwidth: float | None, config: SessionConfig) -> int:
+    """Send 8 MB cloud -> device; the largest packet the cloud sent in the second half."""
+    pair = Pair(seed=5, config=config, profile=LinkProfile(delay=0.01, bandwidth=bandwidth))
+    pair.connect()
+    pair.run(lambda: pair.device.established and pair.cloud.established, max_time=5)
+    sid = pair.cloud.open_stream({"kind": "bulk"}, now=pair.now)
+    total = 8_000_000
+    pair.cloud.send_stream_data(sid, b"x" * total, now=pair.now, end_stream=True)
+    received = [0]
+    largest = [0]
+    send = pair.link.send
+
+    def record(now: float, dst: str, packet: bytes) -> None:
+        if dst == "device" and received[0] > total // 2:
+            largest[0] = max(largest[0], len(packet))
+        send(now, dst, packet)
+
+    def device(name: str, event: object) -> None:
+        if isinstance(event, StreamDataReceived):
+            received[0] += len(event.data)
+            pair.device.stream_consumed(event.stream_id, len(event.data), now=pair.now)
+
+    pair.link.send = record  # type: ignore[method-assign]
+    pair.handlers["device"] = device
+    pair.run(lambda: received[0] >= total, max_time=60)
+    return largest[0]
+
+
+def test_packets_grow_on_a_fast_link_and_stay_small_on_a_slow_one() -> None:
+    config = SessionConfig(min_rto=0.05, initial_rtt=0.05, base_packet=16 * 1024, max_packet=256 * 1024)
+    # Unlimited bandwidth: the cap reaches max_in_flight (2 MiB), packets an eighth of it.
+    assert largest_packets_of_a_bulk_transfer(None, config) == 256 * 1024
+    # 1 MB/s: the cap settles near rate x (path + 30 ms target), far below 8 x base_packet.
+    assert largest_packets_of_a_bulk_transfer(1_000_000.0, config) == 16 * 1024
+
+
+@given(st.integers(1, 64 << 20), st.integers(1024, 1 << 20), st.integers(1024, 1 << 20))
+def test_packet_size_is_an_eighth_of_the_cap_within_bounds(cap: int, base: int, largest: int) -> None:
+    from seqstream import Role, Session
+
+    session = Session(role=Role.CLOUD, epoch=1, config=SessionConfig(base_packet=base, max_packet=largest))
+    session._limit.cap = float(cap)
+    assert session.packet_size == min(session.max_packet, max(base, cap // 8))
+    assert 1024 <= session.packet_size <= largest

@@ -14,7 +14,9 @@ from seqstream import SessionConfig, StreamDataReceived, StreamOpened, StreamRes
 from .sim import LinkProfile, Pair
 
 CONFIG = SessionConfig(
-    max_packet=4096,
+    # Packets cut anywhere from 1 KiB to 8 KiB as the in-flight cap moves.
+    max_packet=8192,
+    base_packet=1024,
     stream_window=64 * 1024,
     session_window=256 * 1024,
     max_in_flight=96 * 1024,

@@ -170,13 +170,14 @@ def test_any_sample_gives_parseable_text_and_json(items, time, node_cpu) -> None
     s = sample(time, usage, node_cpu)
     got = families(sf.resource_metrics_text(s, known))
     series = got.get("container_cpu_usage_seconds_total", [])
+    # int / int as the code divides (exact to the last bit; / 1e9 rounds the int first)
     want = [
-        ({"container": c.name, "namespace": m.namespace, "pod": m.name}, c.cpu_usage_ns / 1e9)
+        ({"container": c.name, "namespace": m.namespace, "pod": m.name}, c.cpu_usage_ns / sf.NANOS)
         for p, m in items
         for c in p.containers
     ]
     assert [(labels, value) for labels, value, _ts in series] == want
-    assert got["node_cpu_usage_seconds_total"][0][1] == node_cpu / 1e9
+    assert got["node_cpu_usage_seconds_total"][0][1] == node_cpu / sf.NANOS
     doc = json.loads(json.dumps(sf.summary_document("n", s, known)))
     assert [p["podRef"]["uid"] for p in doc["pods"]] == [m.uid for _p, m in items]
     for (p, _m), pod in zip(items, doc["pods"], strict=True):
