@@ -1,5 +1,7 @@
 """A short path for the messages that make up almost all traffic: QoS 0 PUBLISH.
 
+Receiving:
+
 paho decodes every PUBLISH into an ``MQTTMessage``: the payload is copied
 four times while the packet is split (``struct.unpack`` of ``{n}s``, then
 slices), and with MQTT 5 a ``Properties`` object - two dictionaries of 27
@@ -10,6 +12,15 @@ seqstream sends by default) we parse the packet ourselves, copy the payload
 once and hand it straight to the link. Everything else (QoS 1/2, properties,
 topic aliases, anything malformed) goes through paho's own handler, so its
 behaviour is unchanged there.
+
+Sending: paho's ``publish`` builds each packet in a bytearray (one copy of the
+payload) and writes it with ``packet[pos:]``, which copies a bytearray again
+even at position 0; it also makes a ``ReasonCode`` and a ``Properties`` per
+packet for its ``on_publish`` callback. ``Publisher`` queues the few header
+bytes and the payload as two entries of paho's own output queue (the wire
+carries them back to back, one PUBLISH), the payload as a memoryview so
+partial writes cost no copy, and under a command value paho attaches no
+callback to. Small payloads are joined with their header instead: one write.
 """
 
 from __future__ import annotations
@@ -17,6 +28,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
+
+_JOIN_BELOW = 16 * 1024
+"""Payloads shorter than this go out as one joined packet (one write beats a copy saved)."""
+_QUIET = 0
+"""The command value of our queue entries: paho runs no callback when one is written."""
 
 log = logging.getLogger("seqstream.mqtt")
 
@@ -65,3 +81,45 @@ def install(paho_client: Any, deliver: Callable[[str, bytes, bool], None]) -> bo
 
     paho_client._handle_publish = handle_publish
     return True
+
+
+def publish_header(topic: bytes, payload_len: int, *, retain: bool, v5: bool) -> bytes:
+    """Fixed header, topic and (MQTT 5) empty properties of a QoS 0 PUBLISH."""
+    remaining = 2 + len(topic) + (1 if v5 else 0) + payload_len
+    head = bytearray((_PUBLISH | (0x01 if retain else 0),))
+    while True:  # the Remaining Length variable byte integer
+        byte, remaining = remaining & 0x7F, remaining >> 7
+        head.append(byte | 0x80 if remaining else byte)
+        if not remaining:
+            break
+    head += len(topic).to_bytes(2, "big") + topic
+    if v5:
+        head.append(0)
+    return bytes(head)
+
+
+class Publisher:
+    """QoS 0 publishes without properties, queued on a connected paho client."""
+
+    def __init__(self, paho_client: Any) -> None:
+        self._client = paho_client
+
+    @staticmethod
+    def fits(paho_client: Any) -> bool:
+        """True if this paho has the queue this was written for."""
+        return all(hasattr(paho_client, name) for name in ("_packet_queue", "_out_packet", "_sock", "protocol"))
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> bool:
+        """Queue one PUBLISH; False if the client has no connection (as paho's NO_CONN)."""
+        client = self._client
+        if client._sock is None:
+            return False
+        head = publish_header(topic.encode(), len(payload), retain=retain, v5=client.protocol == 5)
+        if len(payload) < _JOIN_BELOW:
+            client._packet_queue(_QUIET, head + payload, 0, 0)
+        else:
+            client._out_packet.append(
+                {"command": _QUIET, "mid": 0, "qos": 0, "pos": 0, "to_process": len(head), "packet": head, "info": None}
+            )
+            client._packet_queue(_QUIET, memoryview(payload), 0, 0)
+        return True

@@ -128,6 +128,7 @@ class MqttLink:
         }
         self._protocol = config.protocol
         self._client: _Client | None = None
+        self._publisher: fastpath.Publisher | None = None
         self._message_expiry: Properties | None = None
         self.connected_once = False
         self._stopping = False
@@ -151,6 +152,12 @@ class MqttLink:
         qos = self.config.qos if qos is None else qos
         if self.outbound_filter is not None and not self.outbound_filter(Message(topic, payload, retain, qos)):
             self.stats["dropped_by_filter"] += 1
+            return True
+        if qos == 0 and self._publisher is not None:
+            if not self._publisher.publish(topic, payload, retain):
+                self.stats["publish_errors"] += 1
+                return False
+            self.stats["published"] += 1
             return True
         props = self._message_expiry if qos > 0 and not retain else None
         info = client._client.publish(topic, payload, qos, retain, props)
@@ -262,6 +269,7 @@ class MqttLink:
             self._client = client
             _no_delay(client)
             fastpath.install(client._client, self._deliver_plain)
+            self._publisher = fastpath.Publisher(client._client) if fastpath.Publisher.fits(client._client) else None
             qos = self.config.qos
             for topic in self.subscriptions:
                 await client.subscribe(topic, qos=qos)
@@ -288,6 +296,7 @@ class MqttLink:
                 await client.until_disconnected()
             finally:
                 self._client = None
+                self._publisher = None
 
     def _deliver_plain(self, topic: str, payload: bytes, retain: bool) -> None:
         self._deliver(Message(topic, payload, retain, 0))
