@@ -8,7 +8,8 @@ bytes) and ``ticker`` (prints its wall clock, in microseconds, 20 times a second
 once the logs figure starts it).
 
 * exec_ratio          median wall time of ``kubectl exec <pod> -- true`` /
-                      ``kubectl get pod <pod>`` (goal <= 2.0)
+                      ``kubectl get pod <pod>`` (goal <= 2.0); exec_ratio_floor:
+                      the same with only the engine's own exec added to the get
 * echo_ratio          keystroke echo p50 through ``kubectl exec -it`` on a pty
                       (remote ``cat`` on a TTY echoes) / a raw MQTT round trip
                       p50 on the same broker (goal <= 10)
@@ -16,7 +17,10 @@ once the logs figure starts it).
                       the 64 MiB, bytes counted) / one seqstream stream's bulk
                       throughput on the same broker (goal >= 0.5);
                       portforward_device_leg_mbps: the same GET over a stream
-                      the bridge opens itself (no SPDY, apiserver, kubectl)
+                      the bridge opens itself (no SPDY, apiserver, kubectl);
+                      portforward_without_device_mbps: kubectl -> apiserver ->
+                      bridge with a local source; the two bound figures and the
+                      CPU each process spends per transfer show where it goes
 * logs_follow_ratio   ``kubectl logs -f`` line latency p50 (container clock
                       stamp -> line read here) / ``docker logs -f`` of the same
                       container at the same time (no goal; logs_follow_latency_ms
@@ -235,6 +239,8 @@ def bench_exec(cp: ControlPlane, docker_host: str, ns: str, rounds: int) -> dict
         "docker_exec_ms": round(p50(engines) * 1000, 1),
         # What apiserver, bridge, MQTT and agent add on top of kubectl's own request and the engine's exec.
         "exec_overhead_ms": round((p50(execs) - p50(gets) - p50(engines)) * 1000, 1),
+        # The ratio if apiserver, bridge, MQTT and agent cost nothing: the engine's exec alone.
+        "exec_ratio_floor": round((p50(gets) + p50(engines)) / p50(gets), 3),
     }
 
 
@@ -364,6 +370,49 @@ def serve_port_locally(provider: Any, port: int, target: int) -> None:
     provider.port_forward = port_forward
 
 
+def cpu_by_process() -> dict[str, int]:
+    """CPU time (ns, all threads) of the processes on the path, by role; this process is "bridge"."""
+    roles: dict[str, int] = {}
+    me = str(os.getpid())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            tasks = os.listdir(f"/proc/{pid}/task")
+            ns = sum(int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0]) for t in tasks)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if pid == me:
+            role = "bridge"
+        elif b"edge_agent" in cmdline:
+            role = "agent"
+        elif comm in ("kubectl", "kube-apiserver", "mosquitto"):
+            role = comm
+        else:
+            continue
+        roles[role] = roles.get(role, 0) + ns
+    return roles
+
+
+class CpuMeter:
+    """Adds up, per role, the CPU spent while ``measure`` runs."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, int] = {}
+        self.runs = 0
+
+    def measure(self, fn: Callable[[], float]) -> float:
+        before = cpu_by_process()
+        value = fn()
+        for role, ns in cpu_by_process().items():
+            self.ns[role] = self.ns.get(role, 0) + max(ns - before.get(role, 0), 0)
+        self.runs += 1
+        return value
+
+    def per_run_ms(self) -> dict[str, float]:
+        return {role: round(ns / 1e6 / self.runs, 1) for role, ns in sorted(self.ns.items(), key=lambda kv: -kv[1])}
+
+
 def bench_port_forward(
     cp: ControlPlane, bridge: BridgeThread, ns: str, baselines: BaselineLoop, rounds: int, size: int
 ) -> dict[str, Any]:
@@ -381,6 +430,7 @@ def bench_port_forward(
     seq: list[float] = []
     leg: list[float] = []
     ceiling: list[float] = []
+    pf_cpu, seq_cpu = CpuMeter(), CpuMeter()
     assert bridge.bridge is not None
     with (
         local_http_source(size) as source,
@@ -413,8 +463,8 @@ def bench_port_forward(
                 f"port-forward round {i + 1}/{rounds}: {size >> 20} MiB via kubectl port-forward, seqstream, "
                 "device leg, kubectl without the device"
             )
-            pf.append(get(HTTP_PORT))
-            seq.append(baselines.call(baselines.pair.bulk, size, timeout=300))
+            pf.append(pf_cpu.measure(lambda: get(HTTP_PORT)))
+            seq.append(seq_cpu.measure(lambda: baselines.call(baselines.pair.bulk, size, timeout=300)))
             leg.append(bridge.call(device_leg_get, bridge.bridge, ns, size, timeout=300))
             ceiling.append(get(CEILING_PORT))
     ratios = [p / s for p, s in zip(pf, seq, strict=True)]
@@ -428,6 +478,15 @@ def bench_port_forward(
         # kubectl -> kube-apiserver -> bridge (SPDY) with a local source instead of the device:
         # the most the chain above the bridge carries here, whatever MQTT and the agent do.
         "portforward_without_device_mbps": round(p50(ceiling), 1),
+        # Each leg alone is faster than both together: on this machine they share two
+        # cores, so the chain runs near 1 / (1/leg + 1/rest); with cores to spare it
+        # would approach the slower leg. Both, over the baseline:
+        "portforward_ratio_shared_cpu_bound": round(1 / (1 / p50(leg) + 1 / p50(ceiling)) / p50(seq), 3),
+        "portforward_ratio_slower_leg_bound": round(min(p50(leg), p50(ceiling)) / p50(seq), 3),
+        # CPU per transfer (ms, all threads) of each process on the path; "bridge" is
+        # this process (the bridge runs in a thread of it).
+        "portforward_cpu_ms": pf_cpu.per_run_ms(),
+        "seqstream_cpu_ms": seq_cpu.per_run_ms(),
     }
 
 
@@ -551,6 +610,13 @@ def main() -> int:
         print(f"port-forward device leg alone (agent -> MQTT -> bridge): {results['portforward_device_leg_mbps']} MB/s")
         ceiling = results["portforward_without_device_mbps"]
         print(f"port-forward without the device (kubectl -> apiserver -> bridge): {ceiling} MB/s")
+        print(f"CPU ms per port-forward transfer: {results['portforward_cpu_ms']}")
+        print(f"CPU ms per seqstream transfer:    {results['seqstream_cpu_ms']}")
+        print(
+            f"exec_ratio_floor (engine exec only) {results['exec_ratio_floor']}, portforward_ratio bounds: "
+            f"shared cpu {results['portforward_ratio_shared_cpu_bound']}, "
+            f"slower leg {results['portforward_ratio_slower_leg_bound']}"
+        )
         print(f"setup {results['setup_seconds']} s, total {results['total_seconds']} s")
     return 0
 
