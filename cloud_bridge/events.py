@@ -35,8 +35,14 @@ UNSUPPORTED_POD = ("initContainers", "ephemeralContainers", "hostPID", "hostIPC"
                    "dnsConfig", "hostAliases", "readinessGates", "runtimeClassName", "resourceClaims",
                    "securityContext.sysctls", "securityContext.seLinuxOptions", "securityContext.runAsUser",
                    "securityContext.runAsGroup", "securityContext.fsGroup", "securityContext.runAsNonRoot")  # fmt: skip
-UNSUPPORTED_CONTAINER = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "securityContext",
-                         "volumeDevices", "resizePolicy", "restartPolicy")  # fmt: skip
+UNSUPPORTED_CONTAINER = ("livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "volumeDevices",
+                         "resizePolicy", "restartPolicy", "securityContext.capabilities",
+                         "securityContext.privileged", "securityContext.seLinuxOptions", "securityContext.runAsUser",
+                         "securityContext.runAsGroup", "securityContext.runAsNonRoot",
+                         "securityContext.readOnlyRootFilesystem", "securityContext.allowPrivilegeEscalation",
+                         "securityContext.procMount", "securityContext.appArmorProfile",
+                         "securityContext.windowsOptions")  # fmt: skip
+"""``securityContext.seccompProfile`` is honoured (RuntimeDefault, Unconfined), except Localhost."""
 SUPPORTED_VOLUMES = frozenset({"configMap", "secret", "emptyDir"})
 PULL_REASONS = {"ErrImagePull": "Failed", "ImagePullBackOff": "BackOff", "CrashLoopBackOff": "BackOff"}
 
@@ -50,12 +56,21 @@ def _present(obj: dict[str, Any], dotted: str) -> bool:
     return value not in (None, False, "", [], {})
 
 
+def _localhost_seccomp(obj: dict[str, Any]) -> bool:
+    """A Localhost seccomp profile: a file on the node, which a device does not have."""
+    return ((obj.get("securityContext") or {}).get("seccompProfile") or {}).get("type") == "Localhost"
+
+
 def unsupported_pod_fields(pod: dict[str, Any]) -> list[str]:
     """Paths of fields set on a v1 Pod (camelCase dict) that the device will not honour."""
     spec = pod.get("spec") or {}
     found = [f"spec.{name}" for name in UNSUPPORTED_POD if _present(spec, name)]
+    if _localhost_seccomp(spec):
+        found.append("spec.securityContext.seccompProfile")
     for i, container in enumerate(spec.get("containers") or []):
         found += [f"spec.containers[{i}].{name}" for name in UNSUPPORTED_CONTAINER if _present(container, name)]
+        if _localhost_seccomp(container):
+            found.append(f"spec.containers[{i}].securityContext.seccompProfile")
     for i, volume in enumerate(spec.get("volumes") or []):
         kinds = set(volume) - {"name"}
         if volume.get("projected") and str(volume.get("name", "")).startswith("kube-api-access-"):

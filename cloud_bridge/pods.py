@@ -150,6 +150,20 @@ def _files(pod: dict[str, Any], res: Resolver) -> dict[str, fp.PodFile]:
     return files
 
 
+def _seccomp(spec: dict[str, Any], container: dict[str, Any]) -> fp.Seccomp:
+    """The container's seccomp profile type, else the pod's (as the kubelet resolves it).
+
+    Localhost profiles name files on the node, which a device does not have: such a
+    container runs with the runtime's default profile (confined, not unconfined), and
+    the field is reported as unsupported (events.py).
+    """
+    for context in (container.get("securityContext"), spec.get("securityContext")):
+        kind = ((context or {}).get("seccompProfile") or {}).get("type")
+        if kind:
+            return fp.Seccomp.UNCONFINED if kind == "Unconfined" else fp.Seccomp.RUNTIME_DEFAULT
+    return fp.Seccomp.UNSET
+
+
 def desired_pod(pod: dict[str, Any], res: Resolver) -> fp.DesiredPod:
     """Translate a v1 Pod (camelCase dict) into the device's DesiredPod."""
     spec = pod["spec"]
@@ -194,6 +208,7 @@ def desired_pod(pod: dict[str, Any], res: Resolver) -> fp.DesiredPod:
                 tty=bool(c.get("tty")),
                 stdin=bool(c.get("stdin")),
                 stdin_once=bool(c.get("stdinOnce")) and bool(c.get("stdin")),
+                seccomp=_seccomp(spec, c),
             )
         )
     meta = pod["metadata"]

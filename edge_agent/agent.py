@@ -106,6 +106,7 @@ class Agent:
                     default_grace_seconds=config.pods.default_grace_seconds,
                     host_ip=nodeinfo.primary_ip(),
                     shared_network=config.runtime.kind != "process",
+                    seccomp_default=config.pods.seccomp_default,
                 ),
                 on_status=self.outbox.put_status,
                 on_deleted=self.outbox.put_deleted,

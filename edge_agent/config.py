@@ -105,6 +105,9 @@ class PodSettings:
     """How often the runtime is checked for containers that exited."""
     default_grace_seconds: float = 30.0
     """Stop grace for containers of pods the agent no longer knows."""
+    seccomp_default: bool = False
+    """Containers whose pod names no seccomp profile get the runtime's default one
+    (the kubelet's ``--seccomp-default``); off, they run unconfined, as on a kubelet."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +166,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "backoff_max_seconds": ("float", 300.0),
         "poll_seconds": ("float", 2.0),
         "default_grace_seconds": ("float", 30.0),
+        "seccomp_default": ("bool", False),
     },
     "services": {
         "enabled": ("bool", False),

@@ -96,6 +96,7 @@ def runtime_spec(
     attempt: int,
     network_of: str | None = None,
     mounts: Sequence[MountSpec] = (),
+    seccomp_default: bool = False,
 ) -> ContainerSpec:
     """``network_of``: join that container's network namespace (a pod shares one, like the kubelet's sandbox).
 
@@ -125,6 +126,8 @@ def runtime_spec(
         tty=container.tty,
         stdin=container.stdin,
         stdin_once=container.stdin_once,
+        seccomp_unconfined=container.seccomp is fp.Seccomp.UNCONFINED
+        or (container.seccomp is fp.Seccomp.UNSET and not seccomp_default),
         resources=Resources(
             memory_limit_bytes=res.memory_limit_bytes,
             cpu_limit=res.cpu_limit,

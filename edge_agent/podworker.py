@@ -233,6 +233,7 @@ class PodWorker:
             attempt=attempt,
             network_of=network_of if isinstance(network_of, str) else None,
             mounts=[hosts] if hosts is not None else [],
+            seccomp_default=self.rec.config.seccomp_default,
         )
         try:
             try:

@@ -58,6 +58,8 @@ class ReconcilerConfig:
     host_ip: str = ""
     shared_network: bool = True
     """Containers of a pod join the first one's network namespace (not for the process runtime)."""
+    seccomp_default: bool = False
+    """Pods that name no seccomp profile get the runtime's default (else unconfined, as the kubelet)."""
 
 
 def _fingerprint(statuses: list[ContainerStatus]) -> frozenset[tuple[object, ...]]:

@@ -71,6 +71,7 @@ from .pods import (
     PullPolicy,
     Resources,
     RestartPolicy,
+    Seccomp,
     VolumeMount,
     pod_identity,
 )
@@ -151,6 +152,7 @@ __all__ = [
     "RestartPolicy",
     "RuntimeInfo",
     "SchemaError",
+    "Seccomp",
     "ServiceEntry",
     "ServiceOpen",
     "ServicePort",

@@ -37,6 +37,15 @@ class PullPolicy(StrEnum):
     NEVER = "Never"
 
 
+class Seccomp(StrEnum):
+    """A container's seccomp profile (``securityContext.seccompProfile.type``)."""
+
+    UNSET = ""
+    """The pod does not say: the device's default (the kubelet's: Unconfined)."""
+    RUNTIME_DEFAULT = "RuntimeDefault"
+    UNCONFINED = "Unconfined"
+
+
 class Protocol(StrEnum):
     TCP = "TCP"
     UDP = "UDP"
@@ -201,9 +210,11 @@ class Container(Record):
     tty: bool = False
     stdin: bool = False
     stdin_once: bool = False
+    seccomp: Seccomp = Seccomp.UNSET
 
     def __post_init__(self) -> None:
         names.dns_label(self.name, "container.name")
+        object.__setattr__(self, "seccomp", Seccomp(self.seccomp))
         check_str(self.image, "container.image", empty=False, max_len=1024)
         object.__setattr__(self, "image_pull_policy", PullPolicy(self.image_pull_policy))
         object.__setattr__(self, "command", check_str_list(self.command, "command"))
@@ -232,6 +243,7 @@ class Container(Record):
                 "tty": self.tty or None,
                 "stdin": self.stdin or None,
                 "stdin_once": self.stdin_once or None,
+                "seccomp": self.seccomp.value or None,
             }
         )
 
@@ -258,6 +270,7 @@ class Container(Record):
             tty=f.bool("tty", False),
             stdin=stdin,
             stdin_once=stdin_once,
+            seccomp=_enum(f, "seccomp", Seccomp, ""),
         )
 
 

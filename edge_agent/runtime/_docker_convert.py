@@ -79,6 +79,8 @@ def host_config(spec: ContainerSpec) -> dict[str, Any]:
         if spec.network_mode == "host":
             raise InvalidSpec("host ports make no sense with host networking (the container uses the host's ports)")
         config["PortBindings"] = bindings
+    if spec.seccomp_unconfined:
+        config["SecurityOpt"] = ["seccomp=unconfined"]
     res = spec.resources
     if res.memory_limit_bytes is not None:
         config["Memory"] = res.memory_limit_bytes

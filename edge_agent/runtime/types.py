@@ -177,6 +177,8 @@ class ContainerSpec:
     hostname: str | None = None
     """The container's hostname; None: the engine's choice (Docker: the id's first 12 characters).
     Not with ``host`` or ``container:`` networking, where it comes from the host or that container."""
+    seccomp_unconfined: bool = False
+    """No seccomp filter; False: the engine's default profile (the process runtime applies none)."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:

@@ -249,6 +249,24 @@ class RuntimeContract:
         await run("echo '10.0.0.3\tfrom-inside' >> /etc/hosts")  # writable, and the host's file
         assert hosts.read_text() == "10.0.0.2\tsecond-name\n10.0.0.3\tfrom-inside\n"
 
+    async def test_seccomp_default_profile_or_unconfined(self, kit: Kit) -> None:
+        """The engine's default seccomp filter, or none with ``seccomp_unconfined`` (a pod's
+        ``Unconfined``); an exec into the container runs under the same profile."""
+        if not kit.isolated:
+            return  # host processes: the process runtime applies no profile either way
+        confined = await kit.run("grep '^Seccomp:' /proc/self/status; sleep 60")
+        loose = await kit.run("grep '^Seccomp:' /proc/self/status; sleep 60", seccomp_unconfined=True)
+        for cid, mode in ((confined, b"2"), (loose, b"0")):  # 2: a filter, 0: none
+            async with asyncio.timeout(10):
+                while not (out := lines(await kit.logs(cid, follow=False))):
+                    await asyncio.sleep(0.05)
+            assert out == [b"Seccomp:\t" + mode], out
+            session = await kit.rt.exec(cid, ["grep", "^Seccomp:", "/proc/self/status"])
+            async with closing(session):
+                stdout, _err = await read_all(session)
+                assert await wait(session) == 0
+            assert stdout == b"Seccomp:\t" + mode + b"\n"
+
     async def test_name_conflict(self, kit: Kit) -> None:
         spec = kit.spec("true")
         await kit.rt.create(spec)

@@ -46,6 +46,7 @@ containers = st.builds(
     volume_mounts=st.lists(mounts, max_size=2).map(tuple),
     tty=st.booleans(),
     stdin=st.booleans(),
+    seccomp=st.sampled_from(list(fp.Seccomp)),
 )
 files = st.dictionaries(
     st.tuples(label, rel_path).map("/".join),

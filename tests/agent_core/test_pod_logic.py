@@ -70,6 +70,20 @@ def test_runtime_spec_maps_everything_and_labels_the_container() -> None:
     assert podspec.runtime_spec(host, host.containers[1], node="n", attempt=0).network_mode == "host"
 
 
+def test_seccomp_follows_the_pod_then_the_agent_default() -> None:
+    def unconfined(seccomp: fp.Seccomp, default: bool) -> bool:
+        pod = make_pod(containers=(fp.Container(name="main", image="busybox", seccomp=seccomp),))
+        return podspec.runtime_spec(
+            pod, pod.containers[0], node="n", attempt=0, seccomp_default=default
+        ).seccomp_unconfined
+
+    # As a kubelet: unset means unconfined, unless the operator set the default (--seccomp-default).
+    assert unconfined(fp.Seccomp.UNSET, default=False) and not unconfined(fp.Seccomp.UNSET, default=True)
+    assert unconfined(fp.Seccomp.UNCONFINED, default=True) and unconfined(fp.Seccomp.UNCONFINED, default=False)
+    assert not unconfined(fp.Seccomp.RUNTIME_DEFAULT, default=False)
+    assert not unconfined(fp.Seccomp.RUNTIME_DEFAULT, default=True)
+
+
 def test_spec_hash_changes_only_with_the_container() -> None:
     pod = make_pod()
     main, side = pod.containers

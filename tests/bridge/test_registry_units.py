@@ -189,6 +189,8 @@ def test_unsupported_pod_fields() -> None:
             "containers": [
                 {"name": "a", "livenessProbe": {"exec": {"command": ["true"]}}, "resources": {}},
                 {"name": "b", "securityContext": {"privileged": True}},
+                {"name": "c", "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},  # honoured
+                {"name": "d", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "p"}}},
             ],
             "volumes": [
                 {"name": "cfg", "configMap": {"name": "c"}},
@@ -200,7 +202,8 @@ def test_unsupported_pod_fields() -> None:
     assert unsupported_pod_fields(pod) == [
         "spec.initContainers",
         "spec.containers[0].livenessProbe",
-        "spec.containers[1].securityContext",
+        "spec.containers[1].securityContext.privileged",
+        "spec.containers[3].securityContext.seccompProfile",
         "spec.volumes[1].persistentVolumeClaim",
     ]
     assert unsupported_pod_fields({"spec": {"containers": [{"name": "a", "image": "x"}]}}) == []
@@ -216,3 +219,22 @@ def test_reported_unsupported_and_event_shape() -> None:
     assert event["involvedObject"] == {"apiVersion": "v1", "kind": "Pod", "namespace": "ns", "name": "p", "uid": "u"}
     assert event["type"] == "Warning" and len(event["message"]) == 1024
     assert event["metadata"]["name"].startswith("p.")
+
+
+def test_seccomp_profile_follows_the_kubelet_resolution() -> None:
+    from cloud_bridge.pods import _seccomp
+
+    def profile(kind: str) -> dict:
+        return {"securityContext": {"seccompProfile": {"type": kind}}}
+
+    assert _seccomp({}, {}) is fp.Seccomp.UNSET
+    assert _seccomp(profile("Unconfined"), {}) is fp.Seccomp.UNCONFINED
+    assert _seccomp(profile("RuntimeDefault"), {}) is fp.Seccomp.RUNTIME_DEFAULT
+    # The container's own setting wins over the pod's.
+    assert _seccomp(profile("RuntimeDefault"), profile("Unconfined")) is fp.Seccomp.UNCONFINED
+    assert _seccomp(profile("Unconfined"), profile("RuntimeDefault")) is fp.Seccomp.RUNTIME_DEFAULT
+    # No profile files on a device: Localhost runs confined (and is reported, above), never unconfined.
+    assert _seccomp({}, profile("Localhost")) is fp.Seccomp.RUNTIME_DEFAULT
+    assert unsupported_pod_fields({"spec": {**profile("Localhost"), "containers": [{"name": "a"}]}}) == [
+        "spec.securityContext.seccompProfile"
+    ]
