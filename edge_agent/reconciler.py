@@ -93,6 +93,8 @@ class Reconciler:
         self._workers: dict[str, PodWorker] = {}
         self._delete_grace: dict[str, float] = {}
         self._fingerprints: dict[str, frozenset[tuple[object, ...]]] = {}
+        self._observed: dict[str, list[ContainerStatus]] = {}
+        """The last poll's containers by pod UID (for ``running_hint``)."""
         self.hosts = hosts
         self._hosts_pruned = False
         self._poke = asyncio.Event()
@@ -228,6 +230,7 @@ class Reconciler:
             uid = status.labels.get(LABEL_POD_UID)
             if uid:
                 by_uid[uid].append(status)
+        self._observed = dict(by_uid)
         for uid, statuses in by_uid.items():
             fingerprint = _fingerprint(statuses)
             changed = self._fingerprints.get(uid) != fingerprint
@@ -297,6 +300,22 @@ class Reconciler:
         if not instances:
             raise PodNotFound(f"container {name!r} in pod {pod.key} has not been created yet")
         return instances[-1]
+
+    def running_hint(self, ref: fp.PodRef, container: str = "") -> str | None:
+        """The id of the container's latest attempt if the last poll saw it running.
+
+        Saves an exec or attach the engine's list call. It may be stale (the
+        container stopped or was replaced since): the caller falls back to
+        ``resolve`` when the engine says it is not running or gone.
+        """
+        try:
+            pod = self.find_pod(ref)
+        except PodNotFound:
+            return None
+        name = container or pod.containers[0].name
+        mine = [s for s in self._observed.get(pod.uid, ()) if s.labels.get(LABEL_CONTAINER) == name]
+        latest = max(mine, key=attempt_of, default=None)
+        return latest.id if latest is not None and latest.state is ContainerState.RUNNING else None
 
     async def pod_pid(self, pod: fp.DesiredPod) -> int | None:
         """A process in the pod's network namespace (its first running container's main process)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import fleetproto as fp
-from edge_agent.runtime import ContainerState
+from edge_agent.runtime import ContainerNotFound, ContainerNotRunning, ContainerState
 from edge_agent.runtime._process_session import ProcessExecSession
 from seqstream.mqtt import Stream
 
@@ -26,8 +27,14 @@ async def _running_container(ctx: StreamContext, ref: fp.PodRef, container: str)
 
 
 async def serve_exec(ctx: StreamContext, stream: Stream, req: fp.ExecOpen) -> None:
-    container_id = await _running_container(ctx, req.ref, req.container)
-    session = await ctx.runtime.exec(container_id, req.command, tty=req.tty, stdin=req.stdin)
+    session = None
+    hint = ctx.reconciler.running_hint(req.ref, req.container)
+    if hint is not None:  # the last poll's view: no list call before the exec
+        with contextlib.suppress(ContainerNotFound, ContainerNotRunning):
+            session = await ctx.runtime.exec(hint, req.command, tty=req.tty, stdin=req.stdin)
+    if session is None:
+        container_id = await _running_container(ctx, req.ref, req.container)
+        session = await ctx.runtime.exec(container_id, req.command, tty=req.tty, stdin=req.stdin)
     ctx.counters["execs"] += 1
     await pump(stream, session, stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, counters=ctx.counters)
 

@@ -136,6 +136,24 @@ async def test_exec_non_tty_and_tty_with_resize(broker, node, tmp_path, docker_h
         assert result.status.exit_code == 3
 
 
+async def test_exec_falls_back_when_the_polled_view_is_stale(broker, node, tmp_path, docker_host) -> None:
+    """An exec starts from the last poll's container id (no list call); when that container is
+    gone meanwhile, the agent looks again and execs into the one that runs."""
+    config = agent_config(broker, node, tmp_path / "agent", docker_host)
+    config = dataclasses.replace(config, pods=dataclasses.replace(config.pods, poll_seconds=60))  # no refresh
+    async with fake_cloud(broker) as cloud, running_agent(config) as agent:
+        control = await cloud.control()
+        p = pod("stale")
+        await start_pod(control, p)
+        rec = agent.reconciler
+        assert rec is not None
+        (current,) = await rec.instances(p, "main")
+        rec._observed[p.uid] = [dataclasses.replace(current, id="f" * 64)]  # a container that no longer exists
+        assert rec.running_hint(ref("stale")) == "f" * 64
+        result = await exec_in(cloud, node, fp.ExecOpen(ref=ref("stale"), command=("echo", "hi")))
+        assert result.stdout == b"hi\n" and result.status == fp.ExitStatus(exit_code=0)
+
+
 async def test_attach_to_the_main_process(broker, node, tmp_path, docker_host) -> None:
     config = agent_config(broker, node, tmp_path / "agent", docker_host)
     cat = pod(
