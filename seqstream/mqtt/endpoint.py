@@ -197,6 +197,8 @@ class Endpoint:
                 self.stats["flush_errors"] += 1
                 log.exception("session with %s failed to flush; resetting its streams", peer.name)
                 peer.abort_streams(ErrorCode.INTERNAL_ERROR, "internal error")
+        if dirty:
+            self.link.write_now()
 
     # ------------------------------------------------------------------ MQTT callbacks
 

@@ -167,6 +167,22 @@ class MqttLink:
         self.stats["published"] += 1
         return True
 
+    def write_now(self) -> None:
+        """Hand queued packets to the socket at once.
+
+        aiomqtt writes when the event loop next reports the socket writable,
+        a loop turn later, behind whatever else that turn runs (on a busy
+        bridge: TLS, SPDY, other streams). Called at the end of a flush, this
+        makes a stream's OPEN or a keystroke leave right away. Whatever the
+        socket does not take stays queued for that writability callback.
+        """
+        client = self._client
+        if client is None:
+            return
+        paho = client._client
+        if paho.want_write():
+            paho.loop_write()
+
     async def run(self) -> None:
         """Connect and reconnect until cancelled."""
         delay = self.config.reconnect_min
