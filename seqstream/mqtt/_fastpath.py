@@ -21,6 +21,8 @@ bytes and the payload as two entries of paho's own output queue (the wire
 carries them back to back, one PUBLISH), the payload as a memoryview so
 partial writes cost no copy, and under a command value paho attaches no
 callback to. Small payloads are joined with their header instead: one write.
+The entries are only queued: the caller writes them (``MqttLink.write_now``),
+which avoids a write-readiness registration per flush.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class Publisher:
     @staticmethod
     def fits(paho_client: Any) -> bool:
         """True if this paho has the queue this was written for."""
-        return all(hasattr(paho_client, name) for name in ("_packet_queue", "_out_packet", "_sock", "protocol"))
+        return all(hasattr(paho_client, name) for name in ("_out_packet", "_sock", "_registered_write", "protocol"))
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> bool:
         """Queue one PUBLISH; False if the client has no connection (as paho's NO_CONN)."""
@@ -115,11 +117,9 @@ class Publisher:
         if client._sock is None:
             return False
         head = publish_header(topic.encode(), len(payload), retain=retain, v5=client.protocol == 5)
-        if len(payload) < _JOIN_BELOW:
-            client._packet_queue(_QUIET, head + payload, 0, 0)
-        else:
+        parts = (head + payload,) if len(payload) < _JOIN_BELOW else (head, memoryview(payload))
+        for part in parts:
             client._out_packet.append(
-                {"command": _QUIET, "mid": 0, "qos": 0, "pos": 0, "to_process": len(head), "packet": head, "info": None}
+                {"command": _QUIET, "mid": 0, "qos": 0, "pos": 0, "to_process": len(part), "packet": part, "info": None}
             )
-            client._packet_queue(_QUIET, memoryview(payload), 0, 0)
         return True

@@ -129,6 +129,7 @@ class MqttLink:
         self._protocol = config.protocol
         self._client: _Client | None = None
         self._publisher: fastpath.Publisher | None = None
+        self._write_scheduled = False
         self._message_expiry: Properties | None = None
         self.connected_once = False
         self._stopping = False
@@ -157,6 +158,9 @@ class MqttLink:
             if not self._publisher.publish(topic, payload, retain):
                 self.stats["publish_errors"] += 1
                 return False
+            if not self._write_scheduled:  # a safety net: a flush normally writes at its end
+                self._write_scheduled = True
+                asyncio.get_running_loop().call_soon(self.write_now)
             self.stats["published"] += 1
             return True
         props = self._message_expiry if qos > 0 and not retain else None
@@ -173,15 +177,23 @@ class MqttLink:
         aiomqtt writes when the event loop next reports the socket writable,
         a loop turn later, behind whatever else that turn runs (on a busy
         bridge: TLS, SPDY, other streams). Called at the end of a flush, this
-        makes a stream's OPEN or a keystroke leave right away. Whatever the
-        socket does not take stays queued for that writability callback.
+        makes a stream's OPEN or a keystroke leave right away. What the socket
+        does not take makes paho register for writability; while it is
+        registered, writing is left to that callback: aiomqtt adds the writer a
+        loop turn late but removes it at once, so writing here meanwhile could
+        leave a writer registered with nothing to write, woken on every turn.
         """
+        self._write_scheduled = False
         client = self._client
         if client is None:
             return
         paho = client._client
-        if paho.want_write():
-            paho.loop_write()
+        if paho.want_write() and not getattr(paho, "_registered_write", True):
+            try:
+                paho.loop_write()
+            except Exception as exc:  # as aiomqtt's own writer: the connection is broken
+                self.stats["write_errors"] += 1
+                log.debug("writing to the broker failed: %s", exc)
 
     async def run(self) -> None:
         """Connect and reconnect until cancelled."""

@@ -54,6 +54,30 @@ async def test_large_transfer_is_byte_exact(broker):
         assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
 
 
+async def test_an_idle_link_leaves_no_write_readiness_callback_behind(broker):
+    """After a bulk transfer both MQTT sockets have no writer registered in the event
+    loop: a writer left behind with nothing to write would run on every loop turn."""
+    import selectors
+
+    data = os.urandom(4 * 1024 * 1024)
+    async with pair(broker) as (cloud, dev):
+        stream = await cloud.open_stream({"kind": "echo"}, peer=dev.name)
+        for pos in range(0, len(data), 256 * 1024):
+            stream.write(data[pos : pos + 256 * 1024])
+            await stream.drain()
+        stream.write_eof()
+        assert len(await asyncio.wait_for(stream.readall(), 60)) == len(data)
+        await asyncio.sleep(0.3)  # acks settle
+        selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        for endpoint in (cloud, dev):
+            paho = endpoint.link._client._client
+            assert not paho.want_write()
+            key = selector.get_map().get(paho.socket().fileno())
+            assert key is not None and not key.events & selectors.EVENT_WRITE, (
+                f"{endpoint.name}: writer left registered"
+            )
+
+
 async def test_many_concurrent_streams(broker):
     rng = random.Random(5)
     async with pair(broker) as (cloud, dev):
