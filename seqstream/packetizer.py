@@ -20,7 +20,7 @@ class PacketBuilder:
     def __init__(self, *, max_packet: int, first_pn: int, header: Callable[[], bytes]) -> None:
         self._header = header
         self._limit = max_packet
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | memoryview] = []
         self._size = HEADER_SIZE
         self._eliciting = False
         self._only_acks = True
@@ -57,7 +57,7 @@ class PacketBuilder:
         self._eliciting |= eliciting
         self._only_acks &= ack
 
-    def add_parts(self, parts: tuple[bytes, ...]) -> None:
+    def add_parts(self, parts: tuple[bytes | memoryview, ...]) -> None:
         """Add one eliciting frame given as pieces (a DATA prefix and its payload)."""
         size = sum(len(p) for p in parts)
         self.ensure(size)

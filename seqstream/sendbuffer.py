@@ -46,8 +46,12 @@ class SendBuffer:
         self._starts.clear()
         self.base = self.end
 
-    def slice(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)``; both must lie within ``[base, end]``."""
+    def slice(self, start: int, end: int) -> bytes | memoryview:
+        """Bytes ``[start, end)``; both must lie within ``[base, end]``.
+
+        Within one chunk, a view of it (the packet that carries the bytes copies
+        them once, when it is joined); across chunks, a new bytes object.
+        """
         if not self.base <= start <= end <= self.end:
             raise IndexError(f"[{start}, {end}) outside the buffer [{self.base}, {self.end})")
         if start == end:
@@ -56,7 +60,7 @@ class SendBuffer:
         chunk = self._chunks[idx]
         lo = start - self._starts[idx]
         if lo + (end - start) <= len(chunk):
-            return chunk[lo : lo + end - start] if (lo or end - start != len(chunk)) else chunk
+            return memoryview(chunk)[lo : lo + end - start] if (lo or end - start != len(chunk)) else chunk
         parts = [memoryview(chunk)[lo:]]
         need = end - start - (len(chunk) - lo)
         while need > 0:

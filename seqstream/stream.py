@@ -95,7 +95,7 @@ class StreamSender:
         """New bytes that credit allows now (the session limit is applied by the caller)."""
         return max(min(self.write_offset, self.max_stream_data) - self.next_offset, 0)
 
-    def slice(self, start: int, end: int) -> bytes:
+    def slice(self, start: int, end: int) -> bytes | memoryview:
         return self.buffer.slice(start, end)
 
     def on_ack(self, cumulative: int, ranges: tuple[tuple[int, int], ...], fin: bool) -> list[Segment]:
