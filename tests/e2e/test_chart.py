@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -32,6 +33,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 
 from cloud_bridge import rbac
 from cloud_bridge.__main__ import parse
@@ -207,6 +209,19 @@ def test_render_tls_and_more(tmp_path: Path) -> None:
     assert flags[-1] == "--log-level=DEBUG"  # extraArgs come last
     assert r.get("Service", "ef-edgefleet-bridge")["spec"]["clusterIP"] == "10.0.0.200"
     assert "10.0.0.200" in sans(cert_of(r.get("Secret", "ef-edgefleet-bridge-kubelet-tls")))[1]
+    # ECDSA P-256 keys that match their certificates, as Python's ssl (bridge, agent) loads them;
+    # the broker's certificate is signed by the CA devices are given.
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    for secret in (tls, r.get("Secret", "ef-edgefleet-bridge-kubelet-tls")):
+        key = cert_of(secret).public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1"
+        pem = tmp_path / "pair.pem"
+        pem.write_bytes(base64.b64decode(secret["data"]["tls.crt"]) + base64.b64decode(secret["data"]["tls.key"]))
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(pem)  # raises if they do not match
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(base64.b64decode(tls["data"]["ca.crt"]))
+    cert_of(tls).verify_directly_issued_by(x509.load_pem_x509_certificate(ca.read_bytes()))
     bridge = r.get("Deployment", "ef-edgefleet-bridge")
     assert bridge["spec"]["replicas"] == 2 and "strategy" not in bridge["spec"]
     assert "livenessProbe" not in container(bridge, "bridge")  # a standby serves nothing
