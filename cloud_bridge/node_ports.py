@@ -15,7 +15,9 @@ pod-scoped request for every node.
 
 The other way, ``--kubelet-hostname-suffix``: Nodes advertise a ``Hostname``
 address ``<device><suffix>`` (first in the apiserver's default
-``--kubelet-preferred-address-types``), so the Host header names the device.
+``--kubelet-preferred-address-types``), so the name the client dials (TLS SNI,
+else the Host header, which the apiserver's node proxy does not set to it)
+names the device.
 It needs a DNS name per device resolving to the bridge (the apiserver only
 proxies to names resolving to global unicast addresses) and a serving cert
 covering them, and metrics-server's stock manifest prefers InternalIP, whose

@@ -9,7 +9,9 @@ carry no pod, so they need to know which virtual node a request is for:
 with ``node_ports`` the server also listens on every port of that range and
 ``node_for_port`` (the bridge's assignment, see ``cloud_bridge/node_ports.py``
 for why ports) names the node behind each. Else ``node_for_host`` may name it
-from the Host header (nodes that advertise a per-device DNS name). On the
+from the server name the client dialled (TLS SNI), or from the Host header
+(nodes that advertise a per-device DNS name; the apiserver's node proxy keeps
+its own client's Host header, so there it is the SNI that names it). On the
 shared ``port`` without either, every pod-scoped request works for every
 node, ``/pods`` lists every node's pods and the stats endpoints answer 400
 with a hint instead of guessing.
@@ -97,8 +99,22 @@ class ServerConfig:
                 raise ValueError(f"the shared port {self.port} lies inside node_ports {first}-{last}")
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """How a connection reached us: the local port, and the server name the client
+    dialled (TLS SNI). Node-scoped requests name no node; these can."""
+
+    port: int = 0
+    server_name: str | None = None
+
+
+def _remember_server_name(tls: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+    tls.edgefleet_server_name = server_name  # type: ignore[attr-defined]  # read back as Arrival.server_name
+
+
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.sni_callback = _remember_server_name
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(config.cert_file), str(config.key_file))
     if config.client_ca_file is not None:
@@ -123,7 +139,7 @@ class KubeletServer:
         self.config = config
         self.node_for_port = node_for_port
         self.node_for_host = node_for_host
-        """Host header name (lower case, no port) -> virtual node, or None."""
+        """A dialled name (TLS SNI or Host header; lower case, no port) -> virtual node, or None."""
         self.token_authorizer = token_authorizer
         self._servers: list[asyncio.Server] = []
         self._connections: dict[asyncio.Task[None], HttpConnection | None] = {}
@@ -259,24 +275,28 @@ class KubeletServer:
         if task in self._connections:
             self._connections[task] = http
         sockname = writer.get_extra_info("sockname")
-        local_port = int(sockname[1]) if sockname else 0
+        tls = writer.get_extra_info("ssl_object")
+        arrival = Arrival(
+            port=int(sockname[1]) if sockname else 0,
+            server_name=getattr(tls, "edgefleet_server_name", None),
+        )
         while (request := await http.next_request()) is not None:
-            keep = await self._serve_request(http, request, authenticated, name, local_port)
+            keep = await self._serve_request(http, request, authenticated, name, arrival)
             if not keep or not http.next_cycle():
                 return
 
     async def _serve_request(
-        self, http: HttpConnection, request: Request, authenticated: bool, name: str, local_port: int = 0
+        self, http: HttpConnection, request: Request, authenticated: bool, name: str, arrival: Arrival
     ) -> bool:
         """Answer one request; False if the connection must not be reused."""
         try:
             route = routes.parse_target(request.method, request.target)
             if not isinstance(route, routes.Healthz) and not (authenticated or self.config.insecure):
-                await self._authorize_token(request, local_port)
+                await self._authorize_token(request, arrival)
             if isinstance(route, routes.STREAMING):
                 await self._serve_streaming(http, request, route, f"{name} {request.target[:120]}")
                 return False
-            await self._serve_plain(http, route, local_port, request.header("host"))
+            await self._serve_plain(http, route, arrival, request.header("host"))
             return True
         except routes.RouteError as exc:
             extra = list(exc.headers)
@@ -297,55 +317,62 @@ class KubeletServer:
 
     # -- plain requests -----------------------------------------------------------------
 
-    async def _authorize_token(self, request: Request, local_port: int) -> None:
+    async def _authorize_token(self, request: Request, arrival: Arrival) -> None:
         """A request without a client certificate: its bearer token must be allowed this, or 401/403."""
         token = auth.bearer_token(request.header("authorization"))
         if token is None or self.token_authorizer is None:
             what = "a client certificate or bearer token" if self.token_authorizer else "a client certificate"
             raise routes.RouteError(401, f"Unauthorized: {what} is required")
-        node = self._node_at(local_port, request.header("host"))
+        node = self._node_at(arrival, request.header("host"))
         path = urlsplit(request.target).path
         await self.token_authorizer.authorize(token, auth.request_attributes(request.method, path, node))
 
-    def _node_at(self, local_port: int, host: str | None) -> str | None:
-        """The virtual node a request is for: by the node port it came to, else by its
-        Host header; None on the shared port for a host that names no node."""
+    def _node_at(self, arrival: Arrival, host: str | None) -> str | None:
+        """The virtual node a request is for: by the node port it came to, else by the
+        name the client dialled (TLS SNI; the apiserver's node proxy passes its own
+        client's Host header on), else by its Host header; None if nothing names one."""
         ports = self.config.node_ports
-        if ports is not None and ports[0] <= local_port <= ports[1]:
-            node = self.node_for_port(local_port) if self.node_for_port is not None else None
+        if ports is not None and ports[0] <= arrival.port <= ports[1]:
+            node = self.node_for_port(arrival.port) if self.node_for_port is not None else None
             if node is None:
-                raise routes.RouteError(404, f"no virtual node is assigned kubelet port {local_port} of this bridge")
+                raise routes.RouteError(404, f"no virtual node is assigned kubelet port {arrival.port} of this bridge")
             return node
-        if host and self.node_for_host is not None:
-            return self.node_for_host(host_name(host))
+        if self.node_for_host is not None:
+            for name in (arrival.server_name, host and host_name(host)):
+                if name and (node := self.node_for_host(name.lower())) is not None:
+                    return node
         return None
 
-    def _require_node(self, local_port: int, host: str | None, path: str) -> str:
-        node = self._node_at(local_port, host)
+    def _require_node(self, arrival: Arrival, host: str | None, path: str) -> str:
+        node = self._node_at(arrival, host)
         if node is None:
+            if self.node_for_host is not None and arrival.server_name:  # dialled by a name
+                raise routes.RouteError(
+                    404, f"{path} is per node, and no device of this bridge goes by {arrival.server_name!r}"
+                )
             raise routes.RouteError(
                 400,
-                f"{path} is per node, but port {local_port} serves every virtual node of this bridge and the "
+                f"{path} is per node, but port {arrival.port} serves every virtual node of this bridge and the "
                 "request does not say which; the bridge answers it on each node's own port "
                 "(status.daemonEndpoints.kubeletEndpoint.Port) when started with --kubelet-node-ports",
             )
         return node
 
     async def _serve_plain(
-        self, http: HttpConnection, route: routes.Route, local_port: int = 0, host: str | None = None
+        self, http: HttpConnection, route: routes.Route, arrival: Arrival, host: str | None = None
     ) -> None:
         p = self.provider
         if isinstance(route, routes.Healthz):
             await http.respond(200, b"ok")
         elif isinstance(route, routes.Pods):
-            items = await p.pods(self._node_at(local_port, host))
+            items = await p.pods(self._node_at(arrival, host))
             pod_list = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
             await http.respond(200, _json(pod_list), "application/json")
         elif isinstance(route, routes.StatsSummary):
-            summary = await p.stats_summary(self._require_node(local_port, host, "/stats/summary"))
+            summary = await p.stats_summary(self._require_node(arrival, host, "/stats/summary"))
             await http.respond(200, _json(summary), "application/json")
         elif isinstance(route, routes.MetricsResource):
-            text = await p.metrics_resource(self._require_node(local_port, host, "/metrics/resource"))
+            text = await p.metrics_resource(self._require_node(arrival, host, "/metrics/resource"))
             await http.respond(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif isinstance(route, routes.ContainerLogs):
             await self._serve_logs(http, route)

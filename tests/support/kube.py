@@ -497,7 +497,9 @@ class ControlPlane:
     default the ``EDGEFLEET_KUBECONFIG`` environment variable, if set
     (pass ``kubeconfig=None`` to always start a local control plane).
     ``scheduler=True`` also runs kube-scheduler (as ``system:kube-scheduler``).
-    ``apiserver_args`` are appended to the apiserver's command line.
+    ``apiserver_args`` are appended to the apiserver's command line;
+    ``apiserver_prefix`` goes before it (a wrapper that execs it, e.g. into its own
+    mount namespace).
     ``build=False`` never builds binaries (``hack/k8s-bins.sh --check``).
 
     After ``start()``: ``server_url``, ``kubeconfig_path`` (the admin's:
@@ -513,6 +515,7 @@ class ControlPlane:
         kubeconfig: str | os.PathLike[str] | object | None = _ENV,
         startup_timeout: float = 60.0,
         apiserver_args: Sequence[str] = (),
+        apiserver_prefix: Sequence[str] = (),
         build: bool = True,
         keep_workdir: bool | None = None,
     ) -> None:
@@ -524,6 +527,7 @@ class ControlPlane:
         self.want_scheduler = scheduler
         self.startup_timeout = startup_timeout
         self.apiserver_args = list(apiserver_args)
+        self.apiserver_prefix = list(apiserver_prefix)
         self.build = build
         self.keep_workdir = keep_workdir if keep_workdir is not None else os.environ.get(ENV_KEEP, "") not in ("", "0")
         self.workdir: Path | None = None
@@ -867,6 +871,7 @@ class ControlPlane:
         comp = self._component(
             "kube-apiserver",
             [
+                *self.apiserver_prefix,
                 str(self.binaries.apiserver),
                 f"--etcd-servers={self.etcd_url}",
                 f"--secure-port={port}",
