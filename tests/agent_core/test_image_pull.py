@@ -23,7 +23,7 @@ from edge_agent.backoff import Backoff
 from edge_agent.reconciler import Reconciler, ReconcilerConfig
 from edge_agent.runtime import DockerRuntime, PullPolicy, PullProgress
 from edge_agent.store import PodStore
-from tests.agent_core.conftest import eventually
+from tests.agent_core.conftest import eventually, remove_node_containers
 from tests.agent_core.registry import free_port, push_unique_image, running_registry
 from tests.support.docker import BUSYBOX_IMAGE
 
@@ -38,11 +38,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def pushed(registry: str, docker_host: str) -> Iterator[str]:
-    """A fresh image in the registry, absent from dockerd; removed from dockerd afterwards."""
+def pushed(registry: str, docker_host: str, node: str) -> Iterator[str]:
+    """A fresh image in the registry, absent from dockerd; removed from dockerd afterwards
+    (with the node's containers first: an image a container still uses would only lose
+    its tag and stay behind, dangling)."""
     ref = f"{registry}/edgefleet/pulltest:{uuid.uuid4().hex[:10]}"
     push_unique_image(docker_host, BUSYBOX_IMAGE, ref, blob_bytes=BLOB)
     yield ref
+    remove_node_containers(docker_host, node)
     client = docker.APIClient(base_url=docker_host, timeout=60)
     try:
         with contextlib.suppress(docker.errors.NotFound):
