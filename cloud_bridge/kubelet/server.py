@@ -109,7 +109,10 @@ class Arrival:
 
 
 def _remember_server_name(tls: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-    tls.edgefleet_server_name = server_name  # type: ignore[attr-defined]  # read back as Arrival.server_name
+    # Read back as Arrival.server_name. Never fail the handshake over it: an object
+    # that takes no attributes just leaves the name unknown (the Host header remains).
+    with contextlib.suppress(AttributeError):
+        tls.edgefleet_server_name = server_name  # type: ignore[attr-defined]
 
 
 def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
