@@ -63,7 +63,11 @@ TLS_VALUES: dict[str, Any] = {
     "bridge": {
         "replicas": 2,
         "autoRegister": True,
-        "kubelet": {"service": {"clusterIP": "10.0.0.200"}, "nodePorts": "10300-10310"},
+        "kubelet": {
+            "service": {"clusterIP": "10.0.0.200"},
+            "nodePorts": "10300-10310",
+            "hostnameSuffix": ".edge.example.com",
+        },
         "extraArgs": ["--log-level=DEBUG"],
     },
 }
@@ -208,7 +212,9 @@ def test_render_tls_and_more(tmp_path: Path) -> None:
     assert parsed["--leader-namespace"] == NS and "--leader-elect" in parsed and "--auto-register" in parsed
     assert flags[-1] == "--log-level=DEBUG"  # extraArgs come last
     assert r.get("Service", "ef-edgefleet-bridge")["spec"]["clusterIP"] == "10.0.0.200"
-    assert "10.0.0.200" in sans(cert_of(r.get("Secret", "ef-edgefleet-bridge-kubelet-tls")))[1]
+    assert parsed["--kubelet-hostname-suffix"] == ".edge.example.com"
+    kubelet_dns, kubelet_ips = sans(cert_of(r.get("Secret", "ef-edgefleet-bridge-kubelet-tls")))
+    assert "10.0.0.200" in kubelet_ips and "*.edge.example.com" in kubelet_dns  # the names the apiserver dials
     # ECDSA P-256 keys that match their certificates, as Python's ssl (bridge, agent) loads them;
     # the broker's certificate is signed by the CA devices are given.
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -258,6 +264,7 @@ def test_values_schema_rejects_typos_and_bad_values(tmp_path: Path) -> None:
         ("bridge.kubelet.prot=1", "additional properties 'prot' not allowed"),
         ("broker.service.type=Public", "value must be one of"),
         ("bridge.broker.url=http://broker:1883", "does not match pattern"),
+        ("bridge.kubelet.hostnameSuffix=edge.example.com", "does not match pattern"),  # needs the leading dot
     ):
         proc = helm(tmp_path, "template", "ef", str(CHART), "--set", setting, check=False)
         assert proc.returncode != 0 and complaint in proc.stderr, (setting, proc.stderr)
