@@ -21,7 +21,7 @@ from typing import Any
 import fleetproto as fp
 
 from .devices import DeviceHub
-from .pods import PodSync
+from .pods import PodSync, seccomp_type
 
 log = logging.getLogger("cloud_bridge.events")
 
@@ -56,20 +56,16 @@ def _present(obj: dict[str, Any], dotted: str) -> bool:
     return value not in (None, False, "", [], {})
 
 
-def _localhost_seccomp(obj: dict[str, Any]) -> bool:
-    """A Localhost seccomp profile: a file on the node, which a device does not have."""
-    return ((obj.get("securityContext") or {}).get("seccompProfile") or {}).get("type") == "Localhost"
-
-
 def unsupported_pod_fields(pod: dict[str, Any]) -> list[str]:
     """Paths of fields set on a v1 Pod (camelCase dict) that the device will not honour."""
     spec = pod.get("spec") or {}
     found = [f"spec.{name}" for name in UNSUPPORTED_POD if _present(spec, name)]
-    if _localhost_seccomp(spec):
+    # A Localhost seccomp profile is a file on the node, which a device does not have.
+    if seccomp_type(spec) == "Localhost":
         found.append("spec.securityContext.seccompProfile")
     for i, container in enumerate(spec.get("containers") or []):
         found += [f"spec.containers[{i}].{name}" for name in UNSUPPORTED_CONTAINER if _present(container, name)]
-        if _localhost_seccomp(container):
+        if seccomp_type(container) == "Localhost":
             found.append(f"spec.containers[{i}].securityContext.seccompProfile")
     for i, volume in enumerate(spec.get("volumes") or []):
         kinds = set(volume) - {"name"}

@@ -150,6 +150,11 @@ def _files(pod: dict[str, Any], res: Resolver) -> dict[str, fp.PodFile]:
     return files
 
 
+def seccomp_type(obj: dict[str, Any]) -> str | None:
+    """``securityContext.seccompProfile.type`` of a PodSpec or container (camelCase), if set."""
+    return ((obj.get("securityContext") or {}).get("seccompProfile") or {}).get("type") or None
+
+
 def _seccomp(spec: dict[str, Any], container: dict[str, Any]) -> fp.Seccomp:
     """The container's seccomp profile type, else the pod's (as the kubelet resolves it).
 
@@ -157,11 +162,10 @@ def _seccomp(spec: dict[str, Any], container: dict[str, Any]) -> fp.Seccomp:
     container runs with the runtime's default profile (confined, not unconfined), and
     the field is reported as unsupported (events.py).
     """
-    for context in (container.get("securityContext"), spec.get("securityContext")):
-        kind = ((context or {}).get("seccompProfile") or {}).get("type")
-        if kind:
-            return fp.Seccomp.UNCONFINED if kind == "Unconfined" else fp.Seccomp.RUNTIME_DEFAULT
-    return fp.Seccomp.UNSET
+    kind = seccomp_type(container) or seccomp_type(spec)
+    if kind is None:
+        return fp.Seccomp.UNSET
+    return fp.Seccomp.UNCONFINED if kind == "Unconfined" else fp.Seccomp.RUNTIME_DEFAULT
 
 
 def desired_pod(pod: dict[str, Any], res: Resolver) -> fp.DesiredPod:

@@ -62,6 +62,11 @@ class ReconcilerConfig:
     """Pods that name no seccomp profile get the runtime's default (else unconfined, as the kubelet)."""
 
 
+def _container_name(pod: fp.DesiredPod, container: str) -> str:
+    """The container a stream names; none named means the pod's first, as kubectl's default."""
+    return container or pod.containers[0].name
+
+
 def _fingerprint(statuses: list[ContainerStatus]) -> frozenset[tuple[object, ...]]:
     return frozenset((s.id, s.state, s.exit_code, s.started_at, s.reason) for s in statuses)
 
@@ -289,7 +294,7 @@ class Reconciler:
     async def resolve(self, ref: fp.PodRef, container: str = "", *, previous: bool = False) -> ContainerStatus:
         """The runtime container behind (pod, container); the one before it with ``previous``."""
         pod = self.find_pod(ref)
-        name = container or pod.containers[0].name
+        name = _container_name(pod, container)
         if pod.container(name) is None:
             raise PodNotFound(f"container {name!r} not found in pod {pod.namespace}/{pod.name}")
         instances = await self.instances(pod, name)
@@ -312,7 +317,7 @@ class Reconciler:
             pod = self.find_pod(ref)
         except PodNotFound:
             return None
-        name = container or pod.containers[0].name
+        name = _container_name(pod, container)
         mine = [s for s in self._observed.get(pod.uid, ()) if s.labels.get(LABEL_CONTAINER) == name]
         latest = max(mine, key=attempt_of, default=None)
         return latest.id if latest is not None and latest.state is ContainerState.RUNNING else None
